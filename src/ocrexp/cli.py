@@ -1,0 +1,46 @@
+"""``ocrexp``: the project's command-line tool (data, ui, export, reproduce, predict).
+
+Each subcommand lives in ``ocrexp.commands.<name>`` and exposes ``add_parser(subparsers)``
+and ``run(args) -> int``. Those modules must stay light to import: TensorFlow and MLflow are
+imported inside ``run`` so that ``ocrexp --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ocrexp.errors import OcrexpError
+
+COMMANDS = ("data", "ui", "export", "reproduce", "predict")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocrexp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"ocrexp.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"ocrexp.commands.{name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except OcrexpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
