@@ -1,0 +1,80 @@
+"""From a loaded dataset to batched ``tf.data`` streams: subset, validation split, scaling.
+
+The validation split is drawn from the training images with a permutation seeded by ``seed``,
+so it is the same in every run with the same seed, and the test set is never touched until
+the final evaluation. Images stay uint8 in the cache; scaling and one-hot encoding happen per
+batch (vectorised), and augmentation, when configured, only on the training stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ocrexp.data.base import DigitData
+
+
+@dataclass(frozen=True)
+class Splits:
+    """uint8 images and int labels for train/val/test, after limits and the validation split."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def split(data: DigitData, validation_split: float, seed: int,
+          limit_train: int | None = None, limit_test: int | None = None) -> Splits:
+    """Apply the image limits and hold out ``validation_split`` of the training images."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data.x_train))
+    if limit_train:
+        order = order[:limit_train]
+    n_val = int(round(len(order) * validation_split))
+    if n_val < 1 or n_val >= len(order):
+        from ocrexp.errors import ConfigError
+
+        raise ConfigError(
+            f"dataset.validation_split={validation_split} leaves {len(order) - n_val} training and "
+            f"{n_val} validation images out of {len(order)}; both need at least one."
+        )
+    train_idx, val_idx = np.sort(order[n_val:]), np.sort(order[:n_val])
+    n_test = min(limit_test or len(data.x_test), len(data.x_test))
+    return Splits(
+        data.x_train[train_idx], data.y_train[train_idx],
+        data.x_train[val_idx], data.y_train[val_idx],
+        data.x_test[:n_test], data.y_test[:n_test],
+    )
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, num_classes: int, scale: float,
+                 shuffle_seed: int | None = None, augment=None):
+    """A cached, (optionally) shuffled, batched, scaled and prefetched ``tf.data.Dataset``.
+
+    ``augment`` is a callable on a float batch (e.g. a Keras preprocessing model); pass it only for
+    the training stream.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).cache()
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def prepare(images, labels):
+        images = tf.cast(images, tf.float32) / scale
+        if augment is not None:
+            images = augment(images, training=True)
+        return images, tf.one_hot(labels, num_classes)
+
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def scale_images(x: np.ndarray, scale: float) -> np.ndarray:
+    """The model's input form of uint8 images (used for predictions, plots and signatures)."""
+    return x.astype(np.float32) / np.float32(scale)

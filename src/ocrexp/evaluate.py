@@ -1,0 +1,96 @@
+"""Test-set evaluation, shared by training runs and ``ocrexp-eval``.
+
+    ocrexp-eval model_uri=runs:/<run_id>/model                # MNIST test set
+    ocrexp-eval model_uri=models:/digits/3 dataset=mnist dataset.limit_test=1000
+
+``ocrexp-eval`` records a new MLflow run tagged with (and linking to) the run that produced the
+model, holding the test metrics and plots.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Mapping
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from ocrexp import config  # noqa: F401  (registers schema and resolvers)
+from ocrexp.errors import OcrexpError
+from ocrexp.paths import conf_dir
+
+
+def test_report(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
+    """Accuracy, cross-entropy and per-image predictions of ``model`` on scaled images ``x``."""
+    probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    y_pred = probs.argmax(axis=1)
+    p_true = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    return {
+        "test_accuracy": float(np.mean(y_pred == y)),
+        "test_loss": float(-np.mean(np.log(p_true))),
+        "y_true": y,
+        "y_pred": y_pred,
+        "confidence": probs.max(axis=1),
+    }
+
+
+def log_report(tracker, report: Mapping[str, Any], images: np.ndarray, class_names, plots_too: bool) -> None:
+    """Test metrics and, optionally, the confusion matrix and misclassified-digit grid."""
+    tracker.log_metrics({"test_accuracy": report["test_accuracy"], "test_loss": report["test_loss"]})
+    if plots_too:
+        from ocrexp import plots
+
+        y, y_pred = report["y_true"], report["y_pred"]
+        tracker.log_figure(plots.confusion_matrix(y, y_pred, class_names), "plots/confusion_matrix.png")
+        tracker.log_figure(plots.misclassified(images, y, y_pred, report["confidence"], class_names),
+                           "plots/misclassified.png")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.model_uri`` on ``cfg.dataset``'s test split and record it as a new run."""
+    from hydra.utils import instantiate
+
+    from ocrexp.data.pipeline import scale_images
+    from ocrexp.models.io import load_model, source_run_id
+    from ocrexp.tracking import make_tracker
+    from ocrexp.tracking_store import tracking_uri
+
+    data = instantiate(cfg.dataset.source)
+    n = min(cfg.dataset.limit_test or len(data.x_test), len(data.x_test))
+    x, y = data.x_test[:n], data.y_test[:n]
+    model = load_model(cfg.model_uri, tracking_uri(cfg.tracking))
+    if tuple(model.input_shape[1:]) != data.input_shape:
+        raise OcrexpError(f"model {cfg.model_uri} expects images of shape {tuple(model.input_shape[1:])} "
+                          f"but dataset {data.name} has {data.input_shape}.")
+    source = source_run_id(cfg.model_uri, tracking_uri(cfg.tracking))
+    tags = {"mlflow.source.name": "ocrexp-eval", "ocrexp.model_uri": cfg.model_uri,
+            "ocrexp.dataset": data.name, "ocrexp.dataset.checksum": data.checksum}
+    if source:
+        tags |= {"ocrexp.source_run_id": source,
+                 "mlflow.note.content": f"Evaluation of the model from run [{source}](#/runs/{source})."}
+    name = cfg.run_name or f"eval-{data.name}" + (f"-{source[:8]}" if source else "")
+    with make_tracker(cfg, name, tags) as tracker:
+        report = test_report(model, scale_images(x, cfg.dataset.scale), y, cfg.batch_size)
+        log_report(tracker, report, x, data.class_names, cfg.tracking.log_plots)
+    print(f"test_accuracy={report['test_accuracy']:.4f} test_loss={report['test_loss']:.4f} "
+          f"on {n} {data.name} test images" + (f" | MLflow run {tracker.run_id}" if tracker.run_id else ""))
+    return report
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="eval", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float:
+    try:
+        return evaluate(cfg)["test_accuracy"]
+    except OcrexpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console entry point (``ocrexp-eval``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Process-wide TensorFlow setup: device choice, seeding, determinism, mixed precision."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ocrexp.errors import ConfigError
+
+
+def configure(trainer, seed: int) -> str:
+    """Apply ``trainer.device/deterministic/mixed_precision`` and return the device description.
+
+    Must run before the first TensorFlow op: hiding GPUs is only possible at start-up.
+    """
+    device = str(getattr(trainer.device, "value", trainer.device))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise ConfigError(
+            "trainer.device=gpu was asked for but TensorFlow sees no GPU; install the CUDA build "
+            "(pip install 'ocrexp[gpu]') or use trainer.device=auto or cpu."
+        )
+    if device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+        gpus = []
+    for gpu in gpus:  # share the card with other jobs instead of grabbing all memory
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+    keras.utils.set_random_seed(seed)
+    if trainer.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if trainer.mixed_precision:
+        if gpus:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            print("note: trainer.mixed_precision is ignored on CPU (it only speeds up GPUs).", file=sys.stderr)
+    if gpus:
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        return f"gpu:{name}" + (f" x{len(gpus)}" if len(gpus) > 1 else "")
+    return f"cpu:{os.cpu_count()} cores"

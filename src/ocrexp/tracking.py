@@ -1,0 +1,237 @@
+"""Recording a run in MLflow: params, tags, per-epoch metrics, config, plots and the model.
+
+``RunTracker`` is a context manager around one MLflow run. It observes the training loop (through
+``keras_callback()`` and a few ``log_*`` calls) and decides the run's final status: FINISHED,
+FAILED (the error as a tag) or KILLED (SIGINT/SIGTERM). ``tracking.enabled=false`` gives a
+``NullTracker`` with the same interface.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from ocrexp.tracking_store import artifact_root, ensure_store, tracking_uri
+
+EXPERIMENT_KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are kept as one value."""
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (with ``-dirty`` when files changed), or None outside git."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+def get_experiment_id(client, name: str) -> str:
+    """The experiment's id, creating it (with the custom-model view tag) on first use."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=f"{artifact_root()}/{name}",
+                                            tags=EXPERIMENT_KIND_TAG)
+        except Exception:  # another process created it first
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    return exp.experiment_id
+
+
+class NullTracker:
+    """Same interface as ``RunTracker``; records nothing."""
+
+    run_id: str | None = None
+    uri: str | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+    def keras_callback(self):
+        return None
+
+    def __getattr__(self, name: str):
+        if name.startswith("log_") or name == "set_tags":
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+
+class RunTracker:
+    """One MLflow run for one training or evaluation job."""
+
+    def __init__(self, cfg: DictConfig, run_name: str, tags: Mapping[str, str] | None = None):
+        self.cfg = cfg
+        self.run_name = run_name
+        self.tags = dict(tags or {})
+        self.uri = tracking_uri(cfg.tracking)
+        self.run_id: str | None = None
+        self.client = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> "RunTracker":
+        import mlflow
+
+        ensure_store(self.uri)
+        mlflow.set_tracking_uri(self.uri)
+        self.client = mlflow.MlflowClient(self.uri)
+        exp_id = get_experiment_id(self.client, self.cfg.tracking.experiment_name)
+        tags = {**self._default_tags(), **self.tags, **_env_tags()}
+        run = self.client.create_run(exp_id, run_name=self.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        mlflow.start_run(run_id=self.run_id)  # makes flavor log_model calls target this run
+        self._log_config()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        import mlflow
+
+        if exc_type is None:
+            status = "FINISHED"
+        elif exc_type.__name__ == "TrialPruned":
+            self.client.set_tag(self.run_id, "ocrexp.trial_state", "PRUNED")
+            status = "FINISHED"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.client.set_tag(self.run_id, "ocrexp.error", "interrupted (SIGINT/SIGTERM)")
+            status = "KILLED"
+        else:
+            self.client.set_tag(self.run_id, "ocrexp.error", f"{exc_type.__name__}: {exc}"[:5000])
+            status = "FAILED"
+        mlflow.end_run(status=status)
+        return False
+
+    def _default_tags(self) -> dict[str, str]:
+        import keras
+        import tensorflow as tf
+
+        import ocrexp
+
+        tags = {
+            "ocrexp.version": ocrexp.__version__,
+            "ocrexp.tensorflow_version": tf.__version__,
+            "ocrexp.keras_version": keras.__version__,
+            "mlflow.source.name": "ocrexp-train",
+            "mlflow.source.type": "LOCAL",
+        }
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        parent = os.environ.get("OCREXP_PARENT_RUN_ID")
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        return tags
+
+    def _log_config(self) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten(OmegaConf.to_container(self.cfg, resolve=True))
+        params = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(self.run_id, params=params[i : i + 100])
+        self.log_text(OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
+        hydra_dir = _hydra_output_dir()
+        if hydra_dir is not None:
+            overrides = OmegaConf.load(hydra_dir / "overrides.yaml")
+            self.client.set_tag(self.run_id, "ocrexp.overrides", " ".join(overrides) or "(none)")
+            self.client.log_artifacts(self.run_id, str(hydra_dir), "hydra")
+
+    # -- logging ---------------------------------------------------------------------------------
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), artifact_file)
+
+    def log_figure(self, fig, artifact_file: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(self.run_id, fig, artifact_file)
+        plt.close(fig)
+
+    def log_dataset(self, data, splits) -> None:
+        """Dataset identity (name, source, content checksum, sizes, class names)."""
+        self.set_tags({"ocrexp.dataset": data.name, "ocrexp.dataset.checksum": data.checksum,
+                       "ocrexp.dataset.source": data.source or "?"})
+        self.log_dict({"name": data.name, "checksum": data.checksum, "source": data.source,
+                       "input_shape": list(data.input_shape), "class_names": list(data.class_names),
+                       "n_train": len(splits.x_train), "n_val": len(splits.x_val),
+                       "n_test": len(splits.x_test)}, "dataset.json")
+
+    def log_model(self, model, input_example) -> str:
+        """The Keras model (``model/``) with signature and input example; returns its URI."""
+        import mlflow
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+        info = mlflow.tensorflow.log_model(model, name="model", signature=signature,
+                                           input_example=input_example)
+        self.set_tags({"ocrexp.model_uri": f"runs:/{self.run_id}/model"})
+        try:  # the number reader (issue 5) rides along when available
+            from ocrexp.reading.pyfunc import log_reader
+        except ImportError:
+            pass
+        else:
+            log_reader(model, name="reader")
+        return info.model_uri
+
+    def keras_callback(self):
+        from ocrexp.callbacks import MlflowMetrics
+
+        return MlflowMetrics(self)
+
+
+def _env_tags() -> dict[str, str]:
+    """Extra tags handed down by a sweeper through ``$OCREXP_RUN_TAGS`` (a JSON object)."""
+    raw = os.environ.get("OCREXP_RUN_TAGS")
+    return {str(k): str(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def _hydra_output_dir() -> Path | None:
+    """The ``.hydra`` folder of the current Hydra job, if running under Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    d = Path(HydraConfig.get().runtime.output_dir) / HydraConfig.get().output_subdir
+    return d if d.is_dir() else None
+
+
+def make_tracker(cfg: DictConfig, run_name: str, tags: Mapping[str, str] | None = None):
+    """A ``RunTracker`` when ``tracking.enabled``, else a ``NullTracker``."""
+    return RunTracker(cfg, run_name, tags) if cfg.tracking.enabled else NullTracker()

@@ -1,0 +1,48 @@
+"""Where MLflow keeps runs, and preparing that store before parallel jobs start.
+
+Kept free of MLflow imports at module level: Hydra loads the callback below for every command.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from ocrexp import paths
+
+
+def tracking_uri(tracking_cfg: Any = None) -> str:
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in ``<root>/mlruns/mlflow.db``.
+
+    The default path is absolute and taken from the project root, so Hydra's working directory and
+    where a job runs never matter.
+    """
+    uri = getattr(tracking_cfg, "uri", None) if tracking_cfg is not None else None
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{paths.project_root() / 'mlruns' / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    """Default artifact location for experiments created in the local store."""
+    return (paths.project_root() / "mlruns" / "artifacts").as_uri()
+
+
+def ensure_store(uri: str) -> None:
+    """Create or migrate the tracking database once (concurrent first use races in SQLite)."""
+    if uri.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(uri[len("sqlite:///"):]) or ".", exist_ok=True)
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+class PrepareStore(Callback):
+    """Hydra callback: prepare the MLflow store before a multirun's jobs start."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        if config.get("tracking") and config.tracking.enabled:
+            ensure_store(tracking_uri(config.tracking))
