@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import hydra
@@ -23,8 +24,18 @@ from ocrexp.errors import OcrexpError
 from ocrexp.paths import conf_dir
 
 
-def train(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> float | list[float]:
-    """Run one experiment described by ``cfg``; return ``cfg.optimized_metric``'s value(s)."""
+@dataclass
+class RunResult:
+    """What one training run produced (``train`` returns only the optimised value)."""
+
+    run_id: str | None
+    history: dict[str, list[float]]
+    report: dict[str, Any]
+    n_params: int
+
+
+def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> RunResult:
+    """Run one experiment described by ``cfg``: data, model, fit, test, record."""
     config.validate(cfg)
     from hydra.utils import instantiate
 
@@ -44,7 +55,13 @@ def train(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> float | lis
         history = fit(cfg, model, splits, data.num_classes, tracker)
         report = evaluate_and_log(cfg, model, splits, data.class_names, history, tracker)
     print_summary(report, tracker)
-    return select_metrics(cfg, history, report, model.count_params())
+    return RunResult(tracker.run_id, history, report, model.count_params())
+
+
+def train(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> float | list[float]:
+    """Run one experiment and return ``cfg.optimized_metric``'s value(s) for a sweeper."""
+    result = run_experiment(cfg, tags)
+    return select_metrics(cfg, result.history, result.report, result.n_params)
 
 
 def fit(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, list[float]]:
