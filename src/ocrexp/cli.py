@@ -17,7 +17,9 @@ COMMANDS = ("data", "ui", "export", "reproduce", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ocrexp", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ocrexp", description="ocrexp tools: fetch data, browse runs, export and reproduce models.",
+        epilog="Training is ocrexp-train (a Hydra app: ocrexp-train --help); evaluation is ocrexp-eval.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:

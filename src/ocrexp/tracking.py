@@ -150,7 +150,10 @@ class RunTracker:
         params = [Param(k, str(v)[:6000]) for k, v in flat.items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[i : i + 100])
-        self.log_text(OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
+        # config.yaml keeps interpolations (paths re-resolve on another machine: ocrexp reproduce);
+        # config.resolved.yaml shows every value as this run used it.
+        self.log_text(OmegaConf.to_yaml(self.cfg), "config.yaml")
+        self.log_text(OmegaConf.to_yaml(self.cfg, resolve=True), "config.resolved.yaml")
         hydra_dir = _hydra_output_dir()
         if hydra_dir is not None:
             overrides = OmegaConf.load(hydra_dir / "overrides.yaml")
