@@ -14,7 +14,6 @@ def configure(trainer, seed: int) -> str:
     Must run before the first TensorFlow op: hiding GPUs is only possible at start-up.
     """
     device = str(getattr(trainer.device, "value", trainer.device))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
 

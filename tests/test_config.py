@@ -1,0 +1,120 @@
+"""Config composition, overrides and validation: no TensorFlow needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+
+from ocrexp import config
+from ocrexp.errors import ConfigError
+from ocrexp.paths import conf_dir
+
+
+def make(*overrides: str):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_default_composition_is_the_seed_recipe():
+    cfg = make()
+    assert cfg.dataset.name == "mnist" and cfg.dataset.scale == 255.0
+    assert cfg.dataset.validation_split == 0.2
+    assert cfg.model.name == "cnn" and cfg.model.dropout == 0.5
+    assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == 1e-3
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size) == (10, 64)
+    assert cfg.trainer.loss == "categorical_crossentropy"
+    assert cfg.augmentation.layers == []
+    assert cfg.optimized_metric == "val_accuracy"
+
+
+def test_seed_tutorial_experiment_equals_the_default():
+    default, named = make(), make("experiment=seed_tutorial")
+    named.run_name = default.run_name
+    assert named == default
+
+
+def test_command_line_overrides_apply():
+    cfg = make("trainer.epochs=3", "optimizer.lr=1e-3", "seed=7", "model.dense_units=64")
+    assert (cfg.trainer.epochs, cfg.optimizer.lr, cfg.seed, cfg.model.dense_units) == (3, 1e-3, 7, 64)
+
+
+def test_debug_fast_shrinks_data_and_epochs():
+    cfg = make("debug=fast")
+    assert cfg.dataset.limit_train <= 2000 and cfg.dataset.limit_test <= 1000 and cfg.trainer.epochs == 1
+    assert make("debug=fast", "trainer.epochs=3").trainer.epochs == 3
+
+
+def test_paths_come_from_the_project_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("OCREXP_ROOT", str(tmp_path))
+    monkeypatch.delenv("OCREXP_DATA_DIR", raising=False)
+    cfg = make()
+    assert cfg.paths.root_dir == str(tmp_path)
+    assert cfg.dataset.source.cache_dir == str(tmp_path / "data")
+
+
+@pytest.mark.parametrize("override", ["trainer.device=tpu", "trainer.epochs=ten", "model.dropuot=0.3",
+                                      "model=nonexistent", "nokey=1"])
+def test_hydra_rejects_unknown_keys_options_and_types(override):
+    with pytest.raises(ConfigCompositionException):
+        make(override)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("trainer.epochs=0", "trainer.epochs"),
+    ("trainer.batch_size=-1", "trainer.batch_size"),
+    ("model.dropout=1.0", "model.dropout"),
+    ("model.dropout=-0.1", "model.dropout"),
+    ("dataset.validation_split=0", "dataset.validation_split"),
+    ("dataset.validation_split=1.5", "dataset.validation_split"),
+    ("optimizer.lr=0", "optimizer.lr"),
+    ("model.dense_units=0", "model.dense_units"),
+    ("optimized_metric=f1", "optimized_metric"),
+    ("trainer.loss=mse", "trainer.loss"),
+])
+def test_out_of_range_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
+        config.validate(make(override))
+    assert "\n" not in str(err.value)
+
+
+def test_valid_default_passes_validation():
+    config.validate(make())
+    config.validate(make("optimized_metric=[val_accuracy,params]"))
+    assert config.optimized_metrics(make("optimized_metric=[val_accuracy,params]")) == ["val_accuracy", "params"]
+
+
+def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    code = ("import sys; sys.argv=['ocrexp-train', *sys.argv[1:]]\n"
+            "from ocrexp.train import main\n"
+            "try:\n    main()\nfinally:\n    print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_NOT_LOADED', file=sys.stderr)\n")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "OCREXP_ROOT": str(cwd)})
+
+
+def test_help_lists_groups_without_loading_tensorflow(tmp_path):
+    proc = _cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for group in ("dataset: ", "model: ", "augmentation: ", "optimizer: ", "trainer: ", "tracking: ",
+                  "debug: ", "experiment: "):
+        assert group in proc.stdout
+    assert "seed_tutorial" in proc.stdout
+    assert "TF_NOT_LOADED" in proc.stderr
+
+
+def test_cfg_job_prints_the_composed_config_without_loading_tensorflow(tmp_path):
+    proc = _cli("--cfg", "job", "trainer.epochs=3", cwd=tmp_path)
+    assert proc.returncode == 0 and "epochs: 3" in proc.stdout
+    assert "TF_NOT_LOADED" in proc.stderr
+
+
+def test_bad_value_exits_before_tensorflow_with_one_line_and_no_run(tmp_path):
+    proc = _cli("trainer.epochs=0", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln and ln != "TF_NOT_LOADED"]
+    assert lines == ["error: trainer.epochs=0 is not allowed: use a positive number of epochs."]
+    assert "TF_NOT_LOADED" in proc.stderr
+    assert not (tmp_path / "mlruns").exists()

@@ -1,0 +1,34 @@
+"""Validation split, limits and the tf.data stream on real MNIST."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ocrexp.data.pipeline import make_dataset, split
+
+
+def test_validation_split_is_deterministic_from_the_seed_and_disjoint(mnist):
+    a = split(mnist, 0.2, seed=1, limit_train=5000)
+    b = split(mnist, 0.2, seed=1, limit_train=5000)
+    c = split(mnist, 0.2, seed=2, limit_train=5000)
+    assert np.array_equal(a.x_val, b.x_val) and np.array_equal(a.y_train, b.y_train)
+    assert not np.array_equal(a.y_val, c.y_val)
+    assert (len(a.x_train), len(a.x_val)) == (4000, 1000)
+    train_rows = {r.tobytes() for r in a.x_train.reshape(len(a.x_train), -1)}
+    assert not any(r.tobytes() in train_rows for r in a.x_val.reshape(len(a.x_val), -1)[:200])
+
+
+def test_test_set_is_never_shuffled_or_mixed_in(mnist):
+    s = split(mnist, 0.2, seed=3, limit_test=1000)
+    assert np.array_equal(s.x_test, mnist.x_test[:1000]) and np.array_equal(s.y_test, mnist.y_test[:1000])
+    assert len(s.x_train) + len(s.x_val) == 60000
+
+
+def test_stream_is_scaled_one_hot_and_batched(mnist):
+    s = split(mnist, 0.2, seed=0, limit_train=300)
+    ds = make_dataset(s.x_train, s.y_train, batch_size=64, num_classes=10, scale=255.0, shuffle_seed=0)
+    x, y = next(iter(ds))
+    assert x.shape == (64, 28, 28, 1) and x.dtype.name == "float32"
+    assert 0.0 <= float(x.numpy().min()) and float(x.numpy().max()) <= 1.0
+    assert y.shape == (64, 10) and np.allclose(y.numpy().sum(axis=1), 1)
+    assert sum(int(b[0].shape[0]) for b in ds) == len(s.x_train)
