@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 FETCHERS: dict[str, str] = {
     "mnist": "ocrexp.data.mnist:fetch",
+    "fashion_mnist": "ocrexp.data.fashion_mnist:fetch",
+    "digits": "ocrexp.data.digits:fetch",
 }
 
 
