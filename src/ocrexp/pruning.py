@@ -1,5 +1,197 @@
-"""Placeholder until the sweeper lands: no trial to report to."""
+"""The training job's side of an Optuna trial: report the metric after each epoch, stop when pruned.
+
+The Optuna sweeper (``hydra_plugins.ocrexp_optuna_sweeper``) runs every trial as a Hydra job and
+hands it its trial through environment variables, set per job with ``hydra.job.env_set`` so that
+they stay out of the task config (and out of the logged params):
+
+- ``OCREXP_OPTUNA_STORAGE``: the study's storage (an RDB URL such as ``postgresql://…`` or
+  ``sqlite:///…``, or the path of an Optuna journal file);
+- ``OCREXP_OPTUNA_STUDY``: the study name;
+- ``OCREXP_OPTUNA_TRIAL_ID``: the trial's storage id (``OCREXP_OPTUNA_TRIAL_NUMBER`` its number).
+
+From those three values any process can rebuild the trial (``optuna.load_study`` then
+``optuna.trial.Trial(study, trial_id)``). The pruner is rebuilt from the spec the sweeper stores in
+the study's user attributes, so every job prunes with the study's pruner. Outside a sweep the
+variables are unset and ``pruning_callback_from_env`` returns None. Optuna and Keras are imported
+only when a reporter is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ocrexp.errors import ConfigError
+
+ENV_STORAGE = "OCREXP_OPTUNA_STORAGE"
+ENV_STUDY = "OCREXP_OPTUNA_STUDY"
+ENV_TRIAL_ID = "OCREXP_OPTUNA_TRIAL_ID"
+ENV_TRIAL_NUMBER = "OCREXP_OPTUNA_TRIAL_NUMBER"
+
+# Study user attribute holding the pruner spec (a name or a mapping), written by the sweeper.
+PRUNER_ATTR = "ocrexp.pruner"
+
+PRUNERS = {
+    "hyperband": "HyperbandPruner",
+    "median": "MedianPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "none": "NopPruner",
+}
+
+log = logging.getLogger(__name__)
+
+
+def open_storage(url: str):
+    """The Optuna storage behind ``url``.
+
+    A URL with a scheme (``postgresql://…``, ``sqlite:///…``, ``mysql://…``) is an RDB storage; anything
+    else is the path of an Optuna journal file, which several processes may share safely.
+    """
+    import optuna
+
+    if "://" in url:
+        url = _with_driver(url)
+        # SQLite under concurrent writers: wait for the lock instead of failing at once.
+        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        for attempt in range(4):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            except Exception:
+                # Workers starting together race to create the schema; the loser finds it made.
+                if attempt == 3:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(url).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with whichever PostgreSQL driver is installed: SQLAlchemy 2.1 picks
+    psycopg 3 by default, while the ``postgres`` extra installs psycopg2."""
+    import importlib.util
+
+    if url.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
+def split_spec(spec: Any, default: str) -> tuple[str, dict[str, Any]]:
+    """``"median"`` or ``{name: median, n_startup_trials: 5}`` -> ``("median", {"n_startup_trials": 5})``."""
+    if spec is None:
+        return default, {}
+    if isinstance(spec, str):
+        return spec.strip().lower(), {}
+    if isinstance(spec, Mapping):
+        kwargs = {str(k): v for k, v in spec.items()}
+        return str(kwargs.pop("name", default)).strip().lower(), kwargs
+    raise ConfigError(f"{spec!r} is not a name or a mapping with a 'name' key.")
+
+
+def make_pruner(spec: Any = None):
+    """An Optuna pruner from a name (``hyperband``, ``median``, ``successive_halving``, ``none``), a
+    mapping ``{name: …, **constructor arguments}``, or a Hydra ``{_target_: …}`` mapping."""
+    import optuna
+
+    if isinstance(spec, Mapping) and "_target_" in spec:
+        from hydra.utils import instantiate
+
+        return instantiate(dict(spec))
+    name, kwargs = split_spec(spec, "none")
+    if name not in PRUNERS:
+        raise ConfigError(f"hydra.sweeper.pruner={name!r} is not a known pruner: choose one of {', '.join(PRUNERS)}.")
+    try:
+        return getattr(optuna.pruners, PRUNERS[name])(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"hydra.sweeper.pruner {name!r} rejects {kwargs}: {exc}.") from exc
+
+
+class TrialReporter:
+    """Reports one trial's per-epoch metric to Optuna and raises ``optuna.TrialPruned`` when pruned.
+
+    The value reported at step ``n`` (epochs completed) is the best value so far, the same
+    best-over-epochs quantity the task returns, so pruners compare like with like.
+    """
+
+    def __init__(self, storage_url: str, study_name: str, trial_id: int, monitor: str = "val_accuracy"):
+        import optuna
+
+        storage = open_storage(storage_url)
+        study_id = storage.get_study_id_from_name(study_name)
+        pruner = make_pruner(storage.get_study_user_attrs(study_id).get(PRUNER_ATTR))
+        # A random sampler keeps Trial() cheap: the job suggests nothing, it only reports.
+        self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
+                                       sampler=optuna.samplers.RandomSampler())
+        self.trial = optuna.trial.Trial(self.study, trial_id)
+        self.monitor = monitor
+        self.multi_objective = len(self.study.directions) > 1  # Optuna prunes single objectives only
+        self.maximize = self.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        self.best: float | None = None
+
+    def report(self, step: int, value: float) -> None:
+        """Record ``value`` after ``step`` epochs; raise ``optuna.TrialPruned`` if the pruner says so."""
+        import optuna
+
+        value = float(value)
+        if not math.isfinite(value):
+            return  # a NaN loss is the training loop's failure to report, not a pruning signal
+        if self.best is None or (value > self.best if self.maximize else value < self.best):
+            self.best = value
+        self.trial.report(self.best, step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {step}: best {self.monitor} {self.best:.4f}")
+
+
+def trial_reporter_from_env(monitor: str = "val_accuracy") -> TrialReporter | None:
+    """A ``TrialReporter`` for the trial named in the environment, or None outside an Optuna sweep
+    (and for multi-objective studies, which Optuna cannot prune)."""
+    storage, study, trial_id = (os.environ.get(k) for k in (ENV_STORAGE, ENV_STUDY, ENV_TRIAL_ID))
+    if not (storage and study and trial_id):
+        return None
+    reporter = TrialReporter(storage, study, int(trial_id), monitor)
+    if reporter.multi_objective:
+        log.info("no pruning in study %s: it has several objectives", study)
+        return None
+    return reporter
 
 
 def pruning_callback_from_env(monitor: str = "val_accuracy"):
-    return None
+    """A Keras callback that reports ``monitor`` to this job's Optuna trial after every epoch and
+    raises ``optuna.TrialPruned`` when the study's pruner stops it; None outside an Optuna sweep."""
+    reporter = trial_reporter_from_env(monitor)
+    return None if reporter is None else _keras_callback_class()(reporter)
+
+
+@cache
+def _keras_callback_class():
+    import keras
+
+    class OptunaPruning(keras.callbacks.Callback):
+        """Keras side of ``TrialReporter``."""
+
+        def __init__(self, reporter: TrialReporter):
+            super().__init__()
+            self.reporter = reporter
+            self._warned = False
+
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+            value = (logs or {}).get(self.reporter.monitor)
+            if value is None:
+                if not self._warned:
+                    log.warning("pruning needs %r in the epoch logs; it has %s", self.reporter.monitor,
+                                ", ".join(sorted(logs or {})) or "nothing")
+                    self._warned = True
+                return
+            self.reporter.report(epoch + 1, value)
+
+    return OptunaPruning

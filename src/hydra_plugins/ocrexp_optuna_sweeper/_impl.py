@@ -1,0 +1,286 @@
+"""The sweep: build the search space, open (or resume) the study, run the trial loop, report.
+
+Each trial is a Hydra job launched by the configured launcher as a batch of one. Its overrides are
+the fixed values, the sampled values and, through ``++hydra.job.env_set``, the variables that let
+the job reach its trial (``ocrexp.pruning``) and its MLflow parent run (``ocrexp.tracking``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
+
+from ocrexp import paths
+from ocrexp.pruning import ENV_STORAGE, ENV_STUDY, ENV_TRIAL_ID, ENV_TRIAL_NUMBER
+
+from . import _search_space, _study
+from ._errors import SweeperError
+from ._loop import Outcome, TrialLoop, format_values
+from ._resume import Ownership
+from .sweeper import OcrexpOptunaSweeperConf
+
+log = logging.getLogger(__name__)
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class OptunaSweeperImpl:
+    """Runs one sweep: the settings are ``OcrexpOptunaSweeperConf``'s fields."""
+
+    def __init__(self, **options: Any) -> None:
+        options.pop("_target_", None)
+        self.opts = OcrexpOptunaSweeperConf(**{k: _plain(v) for k, v in options.items()})
+        if self.opts.n_trials < 1 or self.opts.n_jobs < 1:
+            raise SweeperError(f"hydra.sweeper.n_trials={self.opts.n_trials} and n_jobs={self.opts.n_jobs} "
+                               f"must both be at least 1.")
+        if not 0 <= self.opts.max_failure_rate <= 1:
+            raise SweeperError(f"hydra.sweeper.max_failure_rate={self.opts.max_failure_rate} is not allowed: use a fraction in [0, 1].")
+        self.n_jobs = self.opts.n_jobs
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        # Hydra instantiated any {_target_: ...} sampler or pruner while building this sweeper; the
+        # plain specs are what jobs need to rebuild the pruner, so read them from the config.
+        for key in ("sampler", "pruner"):
+            setattr(self.opts, key, _plain(config.hydra.sweeper.get(key, getattr(self.opts, key))))
+        launcher_target = str(config.hydra.launcher.get("_target_", ""))
+        if self.n_jobs > 1 and launcher_target.endswith("BasicLauncher"):
+            log.warning("hydra.sweeper.n_jobs=%d needs a process launcher (hydra/launcher=joblib or submitit): "
+                        "the basic launcher runs jobs in this process, so trials run one at a time", self.n_jobs)
+            self.n_jobs = 1
+        if launcher_target.endswith("JoblibLauncher"):
+            self._size_joblib_pool(config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function)
+
+    def _size_joblib_pool(self, config: DictConfig) -> None:
+        """At least max(n_jobs, 2) loky workers: one per trial slot, and never the sweeper's own
+        process (joblib runs n_jobs=1 in-process), so TensorFlow state never leaks between trials."""
+        import os
+
+        wanted = max(self.n_jobs, 2)
+        current = int(config.hydra.launcher.get("n_jobs", -1) or -1)
+        cpus = os.cpu_count() or 1
+        effective = current if current > 0 else max(cpus + 1 + current, 1)
+        if effective < wanted:
+            with read_write(config.hydra.launcher), open_dict(config.hydra.launcher):
+                config.hydra.launcher.n_jobs = wanted
+
+    # -- the sweep -------------------------------------------------------------------------------
+    def sweep(self, arguments: list[str]) -> None:
+        import optuna
+        from optuna.trial import TrialState
+
+        opts = self.opts
+        space = _search_space.build(opts.params, list(arguments))
+        if not space.distributions:
+            raise SweeperError("nothing to search: give hydra.sweeper.params (or the command line) at least one "
+                               "choice(...), range(...) or interval(...).")
+        directions = _study.directions_of(opts.direction, opts.directions)
+        self.metric_names = self._metric_names(directions)
+        self._check_composes(space)
+        choices = self.config.hydra.runtime.get("choices", {})
+        prefix = choices.get("hparams_search") or self.config.hydra.job.name
+        self.study_name = opts.study_name or _study.default_study_name(prefix, space, directions)
+        self.url = _study.storage_url(opts.storage, self.study_name, paths.project_root())
+        pruner = _study.check_pruner(opts.pruner, directions)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines replace Optuna's
+        study, storage = _study.open_study(self.study_name, self.url, pruner, opts.pruner, directions)
+        ownership = Ownership(storage, opts.heartbeat_interval)
+        ownership.reap(study, study.get_trials(deepcopy=False), opts.requeue_orphans)
+        trials = study.get_trials(deepcopy=False)
+        shared = _study.is_server_url(self.url) or any(
+            t.state == TrialState.RUNNING and ownership.orphan_reason(t) is None for t in trials)
+        seed = _study.effective_seed(opts.seed, len(trials), shared)
+        sampler = study.sampler = _study.make_sampler(opts.sampler, seed, space)
+        self.study = study
+        self.n_trials = opts.n_trials
+        if type(sampler).__name__ == "GridSampler":
+            size = math.prod(len(v) for v in _search_space.grid_values(space).values())
+            if size < self.n_trials:
+                log.info("The grid has %d points: n_trials lowered from %d to %d", size, self.n_trials, size)
+                self.n_trials = size
+
+        counts = _study.Counts.of(trials)
+        self.max_failures = math.floor(opts.max_failure_rate * self.n_trials)
+        log.info("Optuna study %s in %s: %s, %s (seed %s), %s, %d trial(s) at once", self.study_name,
+                 _study.redact(self.url), "/".join(directions), type(sampler).__name__, seed, type(pruner).__name__,
+                 self.n_jobs)
+        for name, text in space.describe().items():
+            log.info("  %s: %s", name, text)
+        if counts.done or counts.failed:
+            log.info("Resuming: %d of %d trials have a result (%d pruned), %d failed", counts.done, self.n_trials,
+                     counts.pruned, counts.failed)
+
+        self.parent = self._open_parent_run(study, space, directions, sampler, pruner)
+        self._t0 = time.monotonic()
+        loop = TrialLoop(study=study, ownership=ownership, space=space, launch=self._launch, env=self._env,
+                         before_tell=self._before_tell, after_tell=self._after_tell, n_trials=self.n_trials,
+                         n_jobs=self.n_jobs, n_values=len(directions), max_failures=self.max_failures,
+                         timeout=opts.timeout, requeue=opts.requeue_orphans)
+        status = "FINISHED"
+        try:
+            loop.run()
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        except BaseException:
+            status = "FAILED"
+            raise
+        finally:
+            if loop.stop_reason == "failures":
+                status = "FAILED"
+            results = self._results(study, directions, loop.stop_reason)
+            self._write_results(results)
+            if self.parent is not None:
+                try:
+                    self.parent.finish(status, results, study, plots=opts.plots and status != "KILLED")
+                except Exception as exc:
+                    log.warning("could not finish the MLflow parent run: %s", exc)
+        if loop.stop_reason == "failures":
+            raise SweeperError(self._failure_sentence(results))
+        if loop.stop_reason == "timeout":
+            log.info("Stopped: %s; run the same command again to continue the study", loop.stop_message)
+
+    def _metric_names(self, directions: list[str]) -> list[str]:
+        metric = _plain(self.config.get("optimized_metric"))
+        if metric is None:
+            return ["value"] if len(directions) == 1 else [f"value{i}" for i in range(len(directions))]
+        names = [str(m) for m in (metric if isinstance(metric, list) else [metric])]
+        if len(names) != len(directions):
+            raise SweeperError(f"optimized_metric={metric} names {len(names)} metric(s) but hydra.sweeper.direction "
+                               f"has {len(directions)}: give one direction per metric.")
+        return names
+
+    def _check_composes(self, space: _search_space.SearchSpace) -> None:
+        """Compose one trial's config here, so a key that does not exist fails once, not per trial."""
+        sample = {}
+        for name, dist in space.distributions.items():
+            sample[name] = dist.choices[0] if hasattr(dist, "choices") else dist.low
+        try:
+            self.hydra_context.config_loader.load_sweep_config(self.config, space.overrides(sample))
+        except Exception as exc:
+            text = f"{exc}\n{exc.__cause__ or ''}"
+            lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()] or [type(exc).__name__]
+            detail = next((ln for ln in lines[1:] if ln.startswith("Key ")), None)
+            first = lines[0].rstrip(".") + (f" ({detail})" if detail else "")
+            raise SweeperError(f"the search space does not fit the config: {first}.") from None
+
+    def _open_parent_run(self, study, space, directions, sampler, pruner):
+        tracking = self.config.get("tracking")
+        if not (self.opts.mlflow and tracking is not None and tracking.get("enabled", True)):
+            return None
+        from ._mlflow import StudyRun
+
+        parent = StudyRun(tracking, study, self.study_name)
+        params = {f"space.{k}": v for k, v in space.describe().items()}
+        params.update({"optuna.sampler": type(sampler).__name__, "optuna.pruner": type(pruner).__name__,
+                       "optuna.directions": ",".join(directions), "optuna.storage": _study.redact(self.url),
+                       "optuna.metric": ",".join(self.metric_names)})
+        tags = {"optuna.n_trials": self.n_trials, "optuna.sampler_config": _plain(self.opts.sampler),
+                "optuna.pruner_config": _plain(self.opts.pruner), "optuna.seed": self.opts.seed}
+        parent.start(params, tags)
+        log.info("%s %s", "Reopened" if parent.resumed else "Created", parent.url_hint)
+        return parent
+
+    # -- hooks for the trial loop ----------------------------------------------------------------
+    def _launch(self, overrides: list[str], job_idx: int) -> Any:
+        return self.launcher.launch([overrides], initial_job_idx=job_idx)[0]
+
+    def _env(self, trial: Any) -> dict[str, str]:
+        env = {ENV_STORAGE: self.url, ENV_STUDY: self.study_name, ENV_TRIAL_ID: str(trial._trial_id),
+               ENV_TRIAL_NUMBER: str(trial.number)}
+        if self.parent is not None:
+            env.update(self.parent.child_env(trial))
+        return env
+
+    def _before_tell(self, trial: Any, outcome: Outcome) -> None:
+        if self.parent is not None:
+            child = self.parent.child_run_id(trial.number)
+            if child:
+                outcome.attrs["mlflow_run_id"] = child
+
+    def _after_tell(self, frozen: Any, outcome: Outcome, counts: _study.Counts) -> None:
+        best_value, best_text = self._best()
+        state = frozen.state.name
+        if state == "COMPLETE":
+            what = f"{','.join(self.metric_names)}={format_values(frozen.values)}"
+        elif state == "PRUNED":
+            step = frozen.last_step
+            what = f"at step {step}" + (f", {self.metric_names[0]}={frozen.intermediate_values[step]:.6g}"
+                                        if step is not None else "")
+        else:
+            what = f"{outcome.reason}; " if frozen.user_attrs.get("ocrexp.fail_kind") == "error" else ""
+            what += f"failures {counts.task_failures}, at most {self.max_failures} allowed"
+        log.info("[%d/%d] trial %d %s in %.0fs: %s | best %s | elapsed %s", counts.done, self.n_trials, frozen.number,
+                 state, outcome.seconds, what, best_text, _hms(time.monotonic() - self._t0))
+        if self.parent is not None:
+            try:
+                self.parent.trial_finished(frozen, outcome.attrs.get("mlflow_run_id"), counts, best_value)
+            except Exception as exc:
+                log.warning("MLflow parent run not updated: %s", exc)
+
+    def _best(self) -> tuple[float | None, str]:
+        if len(self.study.directions) > 1:
+            return None, f"{len(self.study.best_trials)} trial(s) on the Pareto front"
+        try:
+            best = self.study.best_trial
+        except ValueError:
+            return None, "-"
+        return best.value, f"{best.value:.6g} (trial {best.number})"
+
+    # -- results ---------------------------------------------------------------------------------
+    def _results(self, study: Any, directions: list[str], stop_reason: str | None) -> dict[str, Any]:
+        counts = _study.Counts.of(study.get_trials(deepcopy=False))
+        results: dict[str, Any] = {
+            "name": "ocrexp_optuna", "study_name": self.study_name, "storage": _study.redact(self.url),
+            "directions": directions, "metric": self.metric_names, "n_trials": self.n_trials,
+            "counts": counts.as_dict(), "stopped_by": stop_reason or ("budget" if counts.done >= self.n_trials else None),
+        }
+        if len(directions) == 1:
+            try:
+                best = study.best_trial
+                results.update(best_value=best.value, best_params=dict(best.params), best_trial=best.number)
+            except ValueError:
+                results.update(best_value=None, best_params={})
+        else:
+            results["best_trials"] = [{"number": t.number, "values": list(t.values), "params": dict(t.params)}
+                                      for t in study.best_trials]
+        if self.parent is not None:
+            results["mlflow_parent_run_id"] = self.parent.run_id
+            results["mlflow_tracking_uri"] = self.parent.uri
+        return results
+
+    def _write_results(self, results: dict[str, Any]) -> None:
+        import yaml
+
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        path = sweep_dir / "optimization_results.yaml"
+        path.write_text(yaml.safe_dump(results, sort_keys=False))
+        best = results.get("best_value")
+        log.info("Study %s: %s | best %s | results in %s", self.study_name,
+                 ", ".join(f"{v} {k}" for k, v in results["counts"].items() if v),
+                 "-" if best is None else f"{best:.6g} with {results.get('best_params')}", path)
+
+    def _failure_sentence(self, results: dict[str, Any]) -> str:
+        failed = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("ocrexp.fail_kind") == "error"]
+        last = max(failed, key=lambda t: t.number) if failed else None
+        why = f"; the last one (trial {last.number}) failed with {str(last.user_attrs.get('ocrexp.fail_reason')).rstrip('.')}" if last else ""
+        return (f"The sweep stopped because {len(failed)} trials of study {self.study_name} failed, more than "
+                f"max_failure_rate={self.opts.max_failure_rate} of n_trials={self.n_trials} allows ({self.max_failures}){why}.")

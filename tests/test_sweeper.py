@@ -1,0 +1,441 @@
+"""The Optuna sweeper plugin: search-space syntax, samplers, and real multiruns of a tiny task.
+
+The sweeps here run a trivial Hydra app (no TensorFlow) through the real plugin and the joblib
+launcher, so they take seconds; ``test_sweeper_e2e.py`` runs ``ocrexp-train`` itself.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from hydra_plugins.ocrexp_optuna_sweeper import _search_space
+from hydra_plugins.ocrexp_optuna_sweeper._errors import SweeperError
+from hydra_plugins.ocrexp_optuna_sweeper._study import make_sampler
+import ocrexp.config  # noqa: F401  (registers the config schema the compositions need)
+from ocrexp.paths import conf_dir
+from ocrexp.pruning import make_pruner, open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+APP = '''
+import json, os, time
+import hydra
+from ocrexp.pruning import trial_reporter_from_env
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg) -> float:
+    number = int(os.environ.get("OCREXP_OPTUNA_TRIAL_NUMBER", "-1"))
+    start = time.time()
+    if cfg.fail_below is not None and cfg.x < cfg.fail_below:
+        raise ValueError(f"x={cfg.x} is below {cfg.fail_below}")
+    time.sleep(cfg.slow_seconds if number == cfg.slow_trial else 0)
+    reporter = trial_reporter_from_env("score")
+    value = base = float("nan") if cfg.nan_above is not None and cfg.x > cfg.nan_above else 0.0
+    for step in range(1, cfg.steps + 1):
+        time.sleep(cfg.sleep)
+        value = base + cfg.x * step / cfg.steps + 0.01 * cfg.y
+        if reporter is not None:
+            reporter.report(step, value)
+    with open(os.environ["EVENTS_FILE"], "a") as f:
+        f.write(json.dumps({"number": number, "start": start, "end": time.time()}) + "\\n")
+    return value
+
+if __name__ == "__main__":
+    main()
+'''
+
+APP_CONFIG = '''
+defaults:
+  - override hydra/sweeper: ocrexp_optuna
+  - override hydra/launcher: joblib
+  - _self_
+x: 0.5
+y: 1
+sleep: 0.0
+steps: 1
+fail_below: null
+nan_above: null
+slow_trial: -1
+slow_seconds: 0.0
+optimized_metric: score
+hydra:
+  sweep:
+    dir: ${oc.env:OCREXP_ROOT}/multirun/${now:%H-%M-%S-%f}
+  sweeper:
+    n_trials: 6
+    seed: 0
+    sampler: random
+    heartbeat_interval: 1
+    plots: false
+    params:
+      x: interval(0, 1)
+      y: choice(1, 2, 3)
+'''
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory) -> Path:
+    """The trivial task: ``score = x + 0.01*y``, reported step by step, with knobs to fail or lag."""
+    d = tmp_path_factory.mktemp("app")
+    (d / "conf").mkdir()
+    (d / "app.py").write_text(APP)
+    (d / "conf" / "config.yaml").write_text(APP_CONFIG)
+    return d / "app.py"
+
+
+def start_sweep(app: Path, root: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "OCREXP_ROOT": str(root), "EVENTS_FILE": str(root / "events.jsonl")}
+    return subprocess.Popen([sys.executable, str(app), "-m", *overrides], cwd=root, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def sweep(app: Path, root: Path, *overrides: str, ok: bool = True, timeout: float = 180) -> str:
+    proc = start_sweep(app, root, *overrides)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        _kill_group(proc)
+    assert (proc.returncode == 0) == ok, f"exit {proc.returncode}\n{out[-4000:]}"
+    return out
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """End the sweep's leftovers (joblib's workers) by its process group."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def load_study(root: Path, url: str | None = None) -> optuna.Study:
+    if url is None:
+        (url,) = glob.glob(str(root / "mlruns" / "optuna" / "*.journal"))
+    storage = open_storage(url)
+    (name,) = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def events(root: Path) -> list[dict]:
+    path = root / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def by_state(study: optuna.Study) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    out: dict[str, list] = {}
+    for t in study.get_trials():
+        out.setdefault(t.state.name, []).append(t)
+    return out
+
+
+# -- search space ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, expected", [
+    ("choice(16, 32, 64)", CategoricalDistribution([16, 32, 64])),
+    ("relu,tanh", CategoricalDistribution(["relu", "tanh"])),
+    ("range(32, 128, 32)", IntDistribution(32, 128, step=32)),
+    ("range(1, 10, 4)", IntDistribution(1, 9, step=4)),
+    ("range(0.2, 0.5, 0.1)", FloatDistribution(0.2, 0.5, step=0.1)),
+    ("interval(0.1, 0.5)", FloatDistribution(0.1, 0.5)),
+    ("int(interval(1, 4))", IntDistribution(1, 4)),
+    ("tag(log, interval(1e-4, 1e-2))", FloatDistribution(1e-4, 1e-2, log=True)),
+    ("tag(log, int(interval(8, 512)))", IntDistribution(8, 512, log=True)),
+    ("shuffle(range(1, 4))", CategoricalDistribution([1, 2, 3])),
+    ({"type": "float", "low": 0.1, "high": 1, "log": True}, FloatDistribution(0.1, 1.0, log=True)),
+    ({"type": "float", "low": 0.0, "high": 0.5, "step": 0.1}, FloatDistribution(0.0, 0.5, step=0.1)),
+    ({"type": "int", "low": 1, "high": 9, "step": 2}, IntDistribution(1, 9, step=2)),
+    ({"type": "categorical", "choices": ["a", "b"]}, CategoricalDistribution(["a", "b"])),
+    ({"choices": [1, 2]}, CategoricalDistribution([1, 2])),
+])
+def test_each_search_space_form_maps_to_its_optuna_distribution(value, expected):
+    space = _search_space.build({"model.k": value}, [])
+    dist = space.distributions["model.k"]
+    if isinstance(expected, CategoricalDistribution):
+        assert sorted(dist.choices, key=str) == sorted(expected.choices, key=str)
+    else:
+        assert dist == expected
+
+
+def test_fixed_values_and_command_line_overrides_replace_params_entries():
+    space = _search_space.build(
+        {"a": "choice(1, 2)", "b": "interval(0, 1)", "c": 3, "d": "cnn", "+e.f": "choice(x, y)"},
+        ["a=7", "b=tag(log, interval(1e-3, 1e-1))", "model=cnn", "g=range(1, 3)"])
+    assert sorted(space.distributions) == ["b", "e.f", "g"]
+    assert space.distributions["b"] == FloatDistribution(1e-3, 1e-1, log=True)
+    assert space.fixed == ["c=3", "d=cnn", "a=7", "model=cnn"]
+    overrides = space.overrides({"b": 0.01, "e.f": "y", "g": 2})
+    assert overrides == ["c=3", "d=cnn", "a=7", "model=cnn", "b=0.01", "+e.f=y", "g=2"]
+
+
+def test_stepped_floats_reach_the_config_without_float_noise():
+    space = _search_space.build({"model.dropout": "range(0.2, 0.5, 0.1)"}, [])
+    assert space.overrides({"model.dropout": 0.30000000000000004}) == ["model.dropout=0.3"]
+    assert _search_space.grid_values(space) == {"model.dropout": [0.2, 0.3, 0.4, 0.5]}
+
+
+@pytest.mark.parametrize("text", ["a b", "it's", "x\\", "a\\'b", "${foo}", '{"optuna.study": "s", "n": "3"}',
+                                  "postgresql://u:p@127.0.0.1:5432/db", "true", "123", "a,b", "c\\\\'d"])
+def test_override_values_read_back_unchanged(text):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    assert OverridesParser.create().parse_override("k=" + _search_space.format_value(text)).value() == text
+
+
+@pytest.mark.parametrize("value, needle", [
+    ("choice(", "is not a valid search space"),
+    ("tag(foo, interval(0, 1))", "tag 'foo'"),
+    ("tag(log, interval(0, 1))", "low > 0"),
+    ("range(5, 1)", "range needs low <= high"),
+    ({"type": "float", "low": 1}, "needs 'high'"),
+    ({"kind": "float"}, "unknown key 'kind'"),
+    ({"type": "normal", "low": 0, "high": 1}, "not one of float, int, categorical"),
+])
+def test_a_bad_search_space_is_one_sentence_naming_it(value, needle):
+    with pytest.raises(SweeperError) as err:
+        _search_space.build({"model.dropout": value}, [])
+    message = str(err.value)
+    assert needle in message and "model.dropout" in message and "\n" not in message
+
+
+def test_unknown_sampler_and_pruner_name_the_accepted_ones():
+    space = _search_space.build({"x": "interval(0, 1)"}, [])
+    with pytest.raises(SweeperError, match=r"'annealing' is not a known sampler: choose one of tpe, random, grid"):
+        make_sampler("annealing", 0, space)
+    with pytest.raises(Exception, match=r"'patient' is not a known pruner: choose one of hyperband, median"):
+        make_pruner("patient")
+    with pytest.raises(SweeperError, match="grid sampler needs discrete values but x is float"):
+        make_sampler("grid", 0, space)
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsgaii"])
+def test_every_sampler_is_seeded_so_a_sweep_repeats(name):
+    needs = {"cmaes": "cmaes", "gp": "torch"}.get(name)
+    if needs and importlib.util.find_spec(needs) is None:
+        with pytest.raises(SweeperError, match=f"needs the {needs} package"):
+            make_sampler(name, 0, _search_space.build({"x": "interval(0, 1)"}, []))
+        pytest.skip(f"{needs} is not installed")
+    params = {"x": "range(0.0, 1.0, 0.25)", "n": "range(1, 4)"} if name == "grid" else \
+        {"x": "interval(0, 1)", "n": "int(interval(1, 4))"}
+    space = _search_space.build(params, [])
+
+    def draws(seed):
+        study = optuna.create_study(sampler=make_sampler(name, seed, space))
+        out = []
+        for _ in range(4):
+            trial = study.ask(space.distributions)
+            study.tell(trial, trial.params["x"] + trial.params["n"])
+            out.append(trial.params)
+        return out
+
+    assert draws(3) == draws(3)
+
+
+def test_pruners_build_from_names_and_mappings():
+    assert type(make_pruner("none")).__name__ == "NopPruner"
+    assert type(make_pruner({"name": "median", "n_startup_trials": 2})).__name__ == "MedianPruner"
+    assert type(make_pruner({"name": "successive_halving"})).__name__ == "SuccessiveHalvingPruner"
+    hb = make_pruner({"name": "hyperband", "min_resource": 1, "max_resource": 9, "reduction_factor": 3})
+    assert type(hb).__name__ == "HyperbandPruner"
+    assert type(make_pruner({"_target_": "optuna.pruners.ThresholdPruner", "lower": 0.5})).__name__ == "ThresholdPruner"
+
+
+@pytest.mark.parametrize("search", ["cnn_optuna", "cnn_optuna_hyperband", "vgg16_optuna"])
+def test_shipped_hparams_search_configs_compose_with_the_sweeper(search):
+    from hydra import compose, initialize_config_dir
+
+    if search.startswith("vgg16") and not (conf_dir() / "model" / "vgg16.yaml").exists():
+        pytest.skip("the vgg16 model config is not in conf/model yet")
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hparams_search={search}", "trainer.epochs=9"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("ocrexp_optuna_sweeper.sweeper.OcrexpOptunaSweeper")
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and sweeper.seed == cfg.seed
+    space = _search_space.build(sweeper.params, [])
+    assert space.distributions["optimizer.lr"].log
+    assert space.distributions["model.dropout"] == FloatDistribution(0.2, 0.5, step=0.1)
+    if search.startswith("cnn"):
+        assert space.distributions["model.conv1_filters"] == IntDistribution(32, 128, step=32)
+        assert space.distributions["model.dense_units"] == IntDistribution(64, 256, step=64)
+    if search != "cnn_optuna":
+        assert sweeper.pruner.name == "hyperband" and sweeper.pruner.max_resource == 9
+
+
+def test_slurm_launcher_config_composes_with_the_sweeper():
+    from hydra import compose, initialize_config_dir
+
+    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        pytest.skip("hydra-submitit-launcher is not installed")
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["hparams_search=cnn_optuna", "hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
+    assert cfg.hydra.sweeper._target_.endswith("OcrexpOptunaSweeper")
+
+
+# -- sweeps of a trivial task ------------------------------------------------------------------------
+
+def test_parallel_trials_start_as_soon_as_a_slot_frees(app, tmp_path):
+    out = sweep(app, tmp_path, "hydra.sweeper.n_jobs=2", "slow_trial=0", "slow_seconds=5")
+    runs = {e["number"]: e for e in events(tmp_path)}
+    slow = runs.pop(0)
+    # With batches of two, one quick trial would run beside the slow one; here the free slot
+    # keeps taking new trials.
+    assert sum(slow["start"] < e["start"] and e["end"] < slow["end"] for e in runs.values()) >= 3
+    study = load_study(tmp_path)
+    assert len(by_state(study)["COMPLETE"]) == 6
+    assert sum(f"/6] trial " in line for line in out.splitlines()) == 6
+    (results_file,) = tmp_path.glob("multirun/*/optimization_results.yaml")
+    import yaml
+
+    results = yaml.safe_load(results_file.read_text())
+    assert results["counts"]["COMPLETE"] == 6 and results["best_value"] == pytest.approx(study.best_value)
+    assert results["best_params"] == study.best_params
+
+
+def test_the_pruner_stops_losing_trials_after_a_reported_step(app, tmp_path):
+    out = sweep(app, tmp_path, "hydra.sweeper.n_trials=8", "steps=4", "hydra/launcher=basic",
+                "hydra.sweeper.pruner={name: median, n_startup_trials: 2, n_warmup_steps: 0}")
+    states = by_state(load_study(tmp_path))
+    assert len(states["COMPLETE"]) + len(states["PRUNED"]) == 8
+    assert states["PRUNED"], "no trial was pruned"
+    for trial in states["PRUNED"]:
+        assert max(trial.intermediate_values) < 4
+    assert " PRUNED in " in out
+
+
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(app, tmp_path):
+    sweep(app, tmp_path, "fail_below=0.3", "nan_above=0.9", "hydra.sweeper.max_failure_rate=1", "hydra/launcher=basic")
+    states = by_state(load_study(tmp_path))
+    assert len(states["COMPLETE"]) == 6
+    reasons = {t.user_attrs["ocrexp.fail_reason"] for t in states["FAIL"]}
+    assert any(r.startswith("ValueError: x=") for r in reasons) and "the task returned nan" in reasons
+
+
+def test_too_many_failures_stop_the_sweep_with_one_sentence(app, tmp_path):
+    out = sweep(app, tmp_path, "fail_below=2", "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.5",
+                "hydra/launcher=basic", ok=False)
+    assert len(by_state(load_study(tmp_path))["FAIL"]) == 3
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("The sweep stopped")]
+    assert "3 trials" in line and "max_failure_rate=0.5 of n_trials=4 allows (2)" in line and "ValueError" in line
+
+
+def test_killed_sweep_resumes_with_exact_trial_count(app, tmp_path):
+    tracking = f"+tracking={{enabled: true, uri: 'sqlite:///{tmp_path}/mlflow.db', experiment_name: sweeps}}"
+    args = ["hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=2", "sleep=1", tracking]
+    proc = start_sweep(app, tmp_path, *args)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            time.sleep(0.5)
+            if glob.glob(str(tmp_path / "mlruns" / "optuna" / "*.journal")):
+                states = by_state(load_study(tmp_path))
+                if len(states.get("COMPLETE", [])) >= 2 and states.get("RUNNING"):
+                    break
+        else:
+            pytest.fail("the sweep never had 2 complete and 1 running trial")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        _kill_group(proc)
+    killed = by_state(load_study(tmp_path))
+    orphans = {t.number for t in killed["RUNNING"]}
+    parent_id = load_study(tmp_path).user_attrs["ocrexp.mlflow_parent_run_id"]
+
+    out = sweep(app, tmp_path, *args)
+    study = load_study(tmp_path)
+    states = by_state(study)
+    assert len(states["COMPLETE"]) == 8 and "RUNNING" not in states and "WAITING" not in states
+    assert {t.number for t in states["FAIL"]} == orphans
+    assert all(t.user_attrs["ocrexp.fail_kind"] == "orphaned" for t in states["FAIL"])
+    retried = [t for t in states["COMPLETE"] if "ocrexp.retry_of" in t.user_attrs]
+    assert sorted(t.user_attrs["ocrexp.retry_of"] for t in retried) == sorted(orphans)
+    assert f"was left RUNNING" in out
+    # Every COMPLETE trial ran exactly once; numbers are unique by construction in Optuna.
+    ran = [e["number"] for e in events(tmp_path) if e["number"] not in orphans]
+    assert sorted(ran) == sorted(t.number for t in states["COMPLETE"])
+    # The resumed study kept its MLflow parent run and finished it.
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent = client.get_run(parent_id)
+    assert study.user_attrs["ocrexp.mlflow_parent_run_id"] == parent_id
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 8
+    assert parent.data.tags["ocrexp.role"] == "optuna-study"
+    exp = client.get_experiment_by_name("sweeps")
+    assert len(client.search_runs([exp.experiment_id], "tags.`ocrexp.role` = 'optuna-study'")) == 1
+
+
+# -- several workers on one PostgreSQL study --------------------------------------------------------
+
+def _pg_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                      key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    return versions[-1] if versions else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throw-away PostgreSQL server on 127.0.0.1 (run as the ``postgres`` user when we are root)."""
+    initdb, pg_ctl = _pg_tool("initdb"), _pg_tool("pg_ctl")
+    if not (initdb and pg_ctl):
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: apt-get install postgresql")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    base = Path(tempfile.mkdtemp(prefix="ocrexp-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        user = pwd.getpwnam("postgres")
+        os.chown(base, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = base / "data"
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                    "--locale=C"], check=True, capture_output=True)
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(base / "log"), "-w", "-o", options, "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_workers_on_postgresql_share_a_study_without_duplicates(app, tmp_path, postgres_url):
+    args = [f"hydra.sweeper.storage={postgres_url}", "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=12",
+            "hydra/launcher=basic", "sleep=0.2"]
+    workers = [start_sweep(app, tmp_path, *args) for _ in range(3)]
+    try:
+        outputs = [w.communicate(timeout=180)[0] for w in workers]
+    finally:
+        for w in workers:
+            _kill_group(w)
+    for w, out in zip(workers, outputs):
+        assert w.returncode == 0, out[-3000:]
+    assert all(" COMPLETE in " in out for out in outputs), "a worker ran no trial"
+    states = by_state(load_study(tmp_path, postgres_url))
+    assert len(states["COMPLETE"]) == 12 and set(states) <= {"COMPLETE", "FAIL"}
+    # A FAIL can only be a worker that lost the race for the last trial, before running it.
+    assert all(t.user_attrs["ocrexp.fail_kind"] == "surplus" for t in states.get("FAIL", []))
+    ran = [e["number"] for e in events(tmp_path)]
+    assert sorted(ran) == sorted(t.number for t in states["COMPLETE"])

@@ -1,0 +1,48 @@
+"""End to end: ``ocrexp-train -m hparams_search=cnn_optuna`` on real MNIST (``debug=fast``).
+
+Four trials, two at a time, on a 2x2 grid where one learning rate (1e-5) cannot reach 50% validation
+accuracy after one epoch: a threshold pruner stops those two after their first epoch, the other two
+train both epochs. The MLflow store must then hold one parent run with the study's results and
+plots, and four child runs tagged with their trial numbers and states.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def test_cnn_optuna_sweep_prunes_and_records_parent_and_child_runs(project, mnist):
+    project.run(
+        "ocrexp-train", "-m", "hparams_search=cnn_optuna", "debug=fast", "trainer.epochs=2",
+        "optimizer.lr=choice(1e-5,3e-3)", "model.dense_units=choice(32,64)",
+        "model.conv1_filters=16", "model.conv2_filters=32", "model.dropout=0.2", "tracking.log_model=false",
+        "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 0.5}", timeout=600)
+
+    (results_file,) = project.root.glob("multirun/*/*/optimization_results.yaml")
+    results = yaml.safe_load(results_file.read_text())
+    assert results["counts"]["COMPLETE"] == 2 and results["counts"]["PRUNED"] == 2
+    assert results["best_params"]["optimizer.lr"] == 3e-3 and results["best_value"] > 0.5
+
+    runs = project.runs()
+    (parent,) = [r for r in runs if r.data.tags.get("ocrexp.role") == "optuna-study"]
+    assert parent.info.run_id == results["mlflow_parent_run_id"] and parent.info.status == "FINISHED"
+    assert parent.data.params["space.optimizer.lr"] == "choice of [1e-05, 0.003]"
+    assert parent.data.metrics["trials_complete"] == 2 and parent.data.metrics["trials_pruned"] == 2
+    assert parent.data.metrics["best_value"] == pytest.approx(results["best_value"])
+    artifacts = {a.path for a in project.client().list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/optimization_history.png", "plots/intermediate_values.png"} <= artifacts
+
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == [0, 1, 2, 3]
+    states = {}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        lr = float(child.data.params["optimizer.lr"])
+        states[lr] = states.get(lr, []) + [child.data.tags["ocrexp.trial_state"]]
+        epochs = len(project.client().get_metric_history(child.info.run_id, "val_accuracy"))
+        assert epochs == (1 if lr == 1e-5 else 2)
+    assert states == {1e-5: ["PRUNED", "PRUNED"], 3e-3: ["COMPLETE", "COMPLETE"]}
