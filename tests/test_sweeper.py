@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.ocrexp_optuna_sweeper import _search_space
 from hydra_plugins.ocrexp_optuna_sweeper._errors import SweeperError
-from hydra_plugins.ocrexp_optuna_sweeper._study import make_sampler
+from hydra_plugins.ocrexp_optuna_sweeper._study import check_pruner, make_sampler
 import ocrexp.config  # noqa: F401  (registers the config schema the compositions need)
 from ocrexp.paths import conf_dir
 from ocrexp.pruning import make_pruner, open_storage
@@ -55,7 +55,7 @@ def main(cfg) -> float:
             reporter.report(step, value)
     with open(os.environ["EVENTS_FILE"], "a") as f:
         f.write(json.dumps({"number": number, "start": start, "end": time.time()}) + "\\n")
-    return value
+    return [value, float(cfg.y)] if cfg.objectives == 2 else value
 
 if __name__ == "__main__":
     main()
@@ -74,6 +74,7 @@ fail_below: null
 nan_above: null
 slow_trial: -1
 slow_seconds: 0.0
+objectives: 1
 optimized_metric: score
 hydra:
   sweep:
@@ -332,6 +333,21 @@ def test_too_many_failures_stop_the_sweep_with_one_sentence(app, tmp_path):
     assert len(by_state(load_study(tmp_path))["FAIL"]) == 3
     (line,) = [ln for ln in out.splitlines() if ln.startswith("The sweep stopped")]
     assert "3 trials" in line and "max_failure_rate=0.5 of n_trials=4 allows (2)" in line and "ValueError" in line
+
+
+def test_two_objectives_give_a_pareto_front(app, tmp_path):
+    import yaml
+
+    out = sweep(app, tmp_path, "objectives=2", "optimized_metric=[score,y]", "hydra.sweeper.direction=[maximize,minimize]",
+                "hydra.sweeper.n_trials=5", "hydra/launcher=basic")
+    study = load_study(tmp_path)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and len(by_state(study)["COMPLETE"]) == 5
+    (results_file,) = tmp_path.glob("multirun/*/optimization_results.yaml")
+    front = yaml.safe_load(results_file.read_text())["best_trials"]
+    assert sorted(t["number"] for t in front) == sorted(t.number for t in study.best_trials)
+    assert "on the Pareto front" in out
+    with pytest.raises(SweeperError, match="cannot prune a study with 2 objectives"):
+        check_pruner("median", ["maximize", "minimize"])
 
 
 def test_killed_sweep_resumes_with_exact_trial_count(app, tmp_path):

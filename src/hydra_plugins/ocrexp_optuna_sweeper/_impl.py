@@ -83,79 +83,90 @@ class OptunaSweeperImpl:
 
     # -- the sweep -------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> None:
-        import optuna
-        from optuna.trial import TrialState
-
-        opts = self.opts
-        space = _search_space.build(opts.params, list(arguments))
+        """Run trials until the study has ``n_trials`` results; resume it if it exists."""
+        space = _search_space.build(self.opts.params, list(arguments))
         if not space.distributions:
             raise SweeperError("nothing to search: give hydra.sweeper.params (or the command line) at least one "
                                "choice(...), range(...) or interval(...).")
-        directions = _study.directions_of(opts.direction, opts.directions)
-        self.metric_names = self._metric_names(directions)
+        self.directions = _study.directions_of(self.opts.direction, self.opts.directions)
+        self.metric_names = self._metric_names(self.directions)
         self._check_composes(space)
-        choices = self.config.hydra.runtime.get("choices", {})
-        prefix = choices.get("hparams_search") or self.config.hydra.job.name
-        self.study_name = opts.study_name or _study.default_study_name(prefix, space, directions)
-        self.url = _study.storage_url(opts.storage, self.study_name, paths.project_root())
-        pruner = _study.check_pruner(opts.pruner, directions)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines replace Optuna's
-        study, storage = _study.open_study(self.study_name, self.url, pruner, opts.pruner, directions)
-        ownership = Ownership(storage, opts.heartbeat_interval)
-        ownership.reap(study, study.get_trials(deepcopy=False), opts.requeue_orphans)
-        trials = study.get_trials(deepcopy=False)
-        shared = _study.is_server_url(self.url) or any(
-            t.state == TrialState.RUNNING and ownership.orphan_reason(t) is None for t in trials)
-        seed = _study.effective_seed(opts.seed, len(trials), shared)
-        sampler = study.sampler = _study.make_sampler(opts.sampler, seed, space)
-        self.study = study
-        self.n_trials = opts.n_trials
-        if type(sampler).__name__ == "GridSampler":
-            size = math.prod(len(v) for v in _search_space.grid_values(space).values())
-            if size < self.n_trials:
-                log.info("The grid has %d points: n_trials lowered from %d to %d", size, self.n_trials, size)
-                self.n_trials = size
-
-        counts = _study.Counts.of(trials)
-        self.max_failures = math.floor(opts.max_failure_rate * self.n_trials)
-        log.info("Optuna study %s in %s: %s, %s (seed %s), %s, %d trial(s) at once", self.study_name,
-                 _study.redact(self.url), "/".join(directions), type(sampler).__name__, seed, type(pruner).__name__,
-                 self.n_jobs)
-        for name, text in space.describe().items():
-            log.info("  %s: %s", name, text)
-        if counts.done or counts.failed:
-            log.info("Resuming: %d of %d trials have a result (%d pruned), %d failed", counts.done, self.n_trials,
-                     counts.pruned, counts.failed)
-
-        self.parent = self._open_parent_run(study, space, directions, sampler, pruner)
+        ownership = self._open_study(space)
+        self.parent = self._open_parent_run(space)
         self._t0 = time.monotonic()
-        loop = TrialLoop(study=study, ownership=ownership, space=space, launch=self._launch, env=self._env,
+        loop = TrialLoop(study=self.study, ownership=ownership, space=space, launch=self._launch, env=self._env,
                          before_tell=self._before_tell, after_tell=self._after_tell, n_trials=self.n_trials,
-                         n_jobs=self.n_jobs, n_values=len(directions), max_failures=self.max_failures,
-                         timeout=opts.timeout, requeue=opts.requeue_orphans)
+                         n_jobs=self.n_jobs, n_values=len(self.directions), max_failures=self.max_failures,
+                         timeout=self.opts.timeout, requeue=self.opts.requeue_orphans)
         status = "FINISHED"
         try:
             loop.run()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             status = "KILLED"
-            raise
+            if "signal" in str(exc):  # SIGTERM, turned into KeyboardInterrupt by ocrexp-train: jobs never saw it
+                _interrupt_children()
+            log.warning("Interrupted: running trials marked FAIL%s; run the same command again to resume",
+                        " and queued again" if self.opts.requeue_orphans else "")
+            raise SystemExit(130) from None  # a clean exit status, without Hydra's traceback
         except BaseException:
             status = "FAILED"
             raise
         finally:
-            if loop.stop_reason == "failures":
-                status = "FAILED"
-            results = self._results(study, directions, loop.stop_reason)
-            self._write_results(results)
-            if self.parent is not None:
-                try:
-                    self.parent.finish(status, results, study, plots=opts.plots and status != "KILLED")
-                except Exception as exc:
-                    log.warning("could not finish the MLflow parent run: %s", exc)
+            status = "FAILED" if loop.stop_reason == "failures" else status
+            self._finish(loop.stop_reason, status)
         if loop.stop_reason == "failures":
-            raise SweeperError(self._failure_sentence(results))
+            raise SweeperError(self._failure_sentence())
         if loop.stop_reason == "timeout":
             log.info("Stopped: %s; run the same command again to continue the study", loop.stop_message)
+
+    def _open_study(self, space: _search_space.SearchSpace) -> Ownership:
+        """Name, open (or resume) and seed the study; fail what a dead sweep left running."""
+        import optuna
+        from optuna.trial import TrialState
+
+        opts, directions = self.opts, self.directions
+        prefix = self.config.hydra.runtime.get("choices", {}).get("hparams_search") or self.config.hydra.job.name
+        self.study_name = opts.study_name or _study.default_study_name(prefix, space, directions)
+        self.url = _study.storage_url(opts.storage, self.study_name, paths.project_root())
+        self.pruner = _study.check_pruner(opts.pruner, directions)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines replace Optuna's
+        self.study, storage = _study.open_study(self.study_name, self.url, self.pruner, opts.pruner, directions)
+        ownership = Ownership(storage, opts.heartbeat_interval)
+        ownership.reap(self.study, self.study.get_trials(deepcopy=False), opts.requeue_orphans)
+        trials = self.study.get_trials(deepcopy=False)
+        shared = _study.is_server_url(self.url) or any(
+            t.state == TrialState.RUNNING and ownership.orphan_reason(t) is None for t in trials)
+        seed = _study.effective_seed(opts.seed, len(trials), shared)
+        self.sampler = self.study.sampler = _study.make_sampler(opts.sampler, seed, space)
+        self.n_trials = opts.n_trials
+        if type(self.sampler).__name__ == "GridSampler":
+            size = math.prod(len(v) for v in _search_space.grid_values(space).values())
+            if size < self.n_trials:
+                log.info("The grid has %d points: n_trials lowered from %d to %d", size, self.n_trials, size)
+                self.n_trials = size
+        self.max_failures = math.floor(opts.max_failure_rate * self.n_trials)
+
+        log.info("Optuna study %s in %s: %s, %s (seed %s), %s, %d trial(s) at once", self.study_name,
+                 _study.redact(self.url), "/".join(directions), type(self.sampler).__name__, seed,
+                 type(self.pruner).__name__, self.n_jobs)
+        for name, text in space.describe().items():
+            log.info("  %s: %s", name, text)
+        counts = _study.Counts.of(trials)
+        if counts.done or counts.failed:
+            log.info("Resuming: %d of %d trials have a result (%d pruned), %d failed", counts.done, self.n_trials,
+                     counts.pruned, counts.failed)
+        return ownership
+
+    def _finish(self, stop_reason: str | None, status: str) -> dict[str, Any]:
+        """Write ``optimization_results.yaml`` and close the MLflow parent run."""
+        results = self._results(self.study, self.directions, stop_reason)
+        self._write_results(results)
+        if self.parent is not None:
+            try:
+                self.parent.finish(status, results, self.study, plots=self.opts.plots and status != "KILLED")
+            except Exception as exc:
+                log.warning("could not finish the MLflow parent run: %s", exc)
+        return results
 
     def _metric_names(self, directions: list[str]) -> list[str]:
         metric = _plain(self.config.get("optimized_metric"))
@@ -181,16 +192,16 @@ class OptunaSweeperImpl:
             first = lines[0].rstrip(".") + (f" ({detail})" if detail else "")
             raise SweeperError(f"the search space does not fit the config: {first}.") from None
 
-    def _open_parent_run(self, study, space, directions, sampler, pruner):
+    def _open_parent_run(self, space: _search_space.SearchSpace):
         tracking = self.config.get("tracking")
         if not (self.opts.mlflow and tracking is not None and tracking.get("enabled", True)):
             return None
         from ._mlflow import StudyRun
 
-        parent = StudyRun(tracking, study, self.study_name)
+        parent = StudyRun(tracking, self.study, self.study_name)
         params = {f"space.{k}": v for k, v in space.describe().items()}
-        params.update({"optuna.sampler": type(sampler).__name__, "optuna.pruner": type(pruner).__name__,
-                       "optuna.directions": ",".join(directions), "optuna.storage": _study.redact(self.url),
+        params.update({"optuna.sampler": type(self.sampler).__name__, "optuna.pruner": type(self.pruner).__name__,
+                       "optuna.directions": ",".join(self.directions), "optuna.storage": _study.redact(self.url),
                        "optuna.metric": ",".join(self.metric_names)})
         tags = {"optuna.n_trials": self.n_trials, "optuna.sampler_config": _plain(self.opts.sampler),
                 "optuna.pruner_config": _plain(self.opts.pruner), "optuna.seed": self.opts.seed}
@@ -278,9 +289,24 @@ class OptunaSweeperImpl:
                  ", ".join(f"{v} {k}" for k, v in results["counts"].items() if v),
                  "-" if best is None else f"{best:.6g} with {results.get('best_params')}", path)
 
-    def _failure_sentence(self, results: dict[str, Any]) -> str:
+    def _failure_sentence(self) -> str:
         failed = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("ocrexp.fail_kind") == "error"]
         last = max(failed, key=lambda t: t.number) if failed else None
         why = f"; the last one (trial {last.number}) failed with {str(last.user_attrs.get('ocrexp.fail_reason')).rstrip('.')}" if last else ""
         return (f"The sweep stopped because {len(failed)} trials of study {self.study_name} failed, more than "
                 f"max_failure_rate={self.opts.max_failure_rate} of n_trials={self.n_trials} allows ({self.max_failures}){why}.")
+
+
+def _interrupt_children() -> None:
+    """Send SIGINT to this process's children (the launcher's workers), so their jobs end their
+    MLflow runs as KILLED instead of being cut off; Linux only, best effort."""
+    import os
+    import signal
+
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == me:
+                os.kill(int(stat.parent.name), signal.SIGINT)
+        except (OSError, IndexError, ValueError):
+            continue

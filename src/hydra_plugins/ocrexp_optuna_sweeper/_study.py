@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,9 @@ def make_sampler(spec: Any, seed: int | None, space: _search_space.SearchSpace):
     if name == "grid":
         kwargs["search_space"] = _search_space.grid_values(space)
     try:
-        return getattr(optuna.samplers, SAMPLERS[name])(**kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # qmc, gp
+            return getattr(optuna.samplers, SAMPLERS[name])(**kwargs)
     except (TypeError, ValueError) as exc:
         raise SweeperError(f"hydra.sweeper.sampler {name!r} rejects {sorted(kwargs)}: {exc}.") from None
 
