@@ -23,7 +23,6 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import TrialState
 
 from hydra_plugins.ocrexp_optuna_sweeper import _search_space
 from hydra_plugins.ocrexp_optuna_sweeper._errors import SweeperError
@@ -283,7 +282,8 @@ def test_slurm_launcher_config_composes_with_the_sweeper():
     if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
         pytest.skip("hydra-submitit-launcher is not installed")
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=["hparams_search=cnn_optuna", "hydra/launcher=slurm"], return_hydra_config=True)
+        cfg = compose("config", overrides=["hparams_search=cnn_optuna", "hydra/launcher=slurm"],
+                      return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
     assert cfg.hydra.sweeper._target_.endswith("OcrexpOptunaSweeper")
 
@@ -299,7 +299,7 @@ def test_parallel_trials_start_as_soon_as_a_slot_frees(app, tmp_path):
     assert sum(slow["start"] < e["start"] and e["end"] < slow["end"] for e in runs.values()) >= 3
     study = load_study(tmp_path)
     assert len(by_state(study)["COMPLETE"]) == 6
-    assert sum(f"/6] trial " in line for line in out.splitlines()) == 6
+    assert sum("/6] trial " in line for line in out.splitlines()) == 6
     (results_file,) = tmp_path.glob("multirun/*/optimization_results.yaml")
     import yaml
 
@@ -338,8 +338,8 @@ def test_too_many_failures_stop_the_sweep_with_one_sentence(app, tmp_path):
 def test_two_objectives_give_a_pareto_front(app, tmp_path):
     import yaml
 
-    out = sweep(app, tmp_path, "objectives=2", "optimized_metric=[score,y]", "hydra.sweeper.direction=[maximize,minimize]",
-                "hydra.sweeper.n_trials=5", "hydra/launcher=basic")
+    out = sweep(app, tmp_path, "objectives=2", "optimized_metric=[score,y]",
+                "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.n_trials=5", "hydra/launcher=basic")
     study = load_study(tmp_path)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and len(by_state(study)["COMPLETE"]) == 5
     (results_file,) = tmp_path.glob("multirun/*/optimization_results.yaml")
@@ -380,7 +380,7 @@ def test_killed_sweep_resumes_with_exact_trial_count(app, tmp_path):
     assert all(t.user_attrs["ocrexp.fail_kind"] == "orphaned" for t in states["FAIL"])
     retried = [t for t in states["COMPLETE"] if "ocrexp.retry_of" in t.user_attrs]
     assert sorted(t.user_attrs["ocrexp.retry_of"] for t in retried) == sorted(orphans)
-    assert f"was left RUNNING" in out
+    assert "was left RUNNING" in out
     # Every COMPLETE trial ran exactly once; numbers are unique by construction in Optuna.
     ran = [e["number"] for e in events(tmp_path) if e["number"] not in orphans]
     assert sorted(ran) == sorted(t.number for t in states["COMPLETE"])

@@ -23,7 +23,7 @@ from ocrexp.pruning import ENV_STORAGE, ENV_STUDY, ENV_TRIAL_ID, ENV_TRIAL_NUMBE
 from . import _search_space, _study
 from ._errors import SweeperError
 from ._loop import Outcome, TrialLoop, format_values
-from ._resume import Ownership
+from ._resume import FAIL_KIND, FAIL_REASON, Ownership
 from .sweeper import OcrexpOptunaSweeperConf
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ class OptunaSweeperImpl:
             raise SweeperError(f"hydra.sweeper.n_trials={self.opts.n_trials} and n_jobs={self.opts.n_jobs} "
                                f"must both be at least 1.")
         if not 0 <= self.opts.max_failure_rate <= 1:
-            raise SweeperError(f"hydra.sweeper.max_failure_rate={self.opts.max_failure_rate} is not allowed: use a fraction in [0, 1].")
+            raise SweeperError(f"hydra.sweeper.max_failure_rate={self.opts.max_failure_rate} is not allowed: "
+                               f"use a fraction in [0, 1].")
         self.n_jobs = self.opts.n_jobs
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -236,7 +237,7 @@ class OptunaSweeperImpl:
             what = f"at step {step}" + (f", {self.metric_names[0]}={frozen.intermediate_values[step]:.6g}"
                                         if step is not None else "")
         else:
-            what = f"{outcome.reason}; " if frozen.user_attrs.get("ocrexp.fail_kind") == "error" else ""
+            what = f"{outcome.reason}; " if frozen.user_attrs.get(FAIL_KIND) == "error" else ""
             what += f"failures {counts.task_failures}, at most {self.max_failures} allowed"
         log.info("[%d/%d] trial %d %s in %.0fs: %s | best %s | elapsed %s", counts.done, self.n_trials, frozen.number,
                  state, outcome.seconds, what, best_text, _hms(time.monotonic() - self._t0))
@@ -261,7 +262,8 @@ class OptunaSweeperImpl:
         results: dict[str, Any] = {
             "name": "ocrexp_optuna", "study_name": self.study_name, "storage": _study.redact(self.url),
             "directions": directions, "metric": self.metric_names, "n_trials": self.n_trials,
-            "counts": counts.as_dict(), "stopped_by": stop_reason or ("budget" if counts.done >= self.n_trials else None),
+            "counts": counts.as_dict(),
+            "stopped_by": stop_reason or ("budget" if counts.done >= self.n_trials else None),
         }
         if len(directions) == 1:
             try:
@@ -290,11 +292,16 @@ class OptunaSweeperImpl:
                  "-" if best is None else f"{best:.6g} with {results.get('best_params')}", path)
 
     def _failure_sentence(self) -> str:
-        failed = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("ocrexp.fail_kind") == "error"]
-        last = max(failed, key=lambda t: t.number) if failed else None
-        why = f"; the last one (trial {last.number}) failed with {str(last.user_attrs.get('ocrexp.fail_reason')).rstrip('.')}" if last else ""
+        trials = self.study.get_trials(deepcopy=False)
+        failed = [t for t in trials if t.state.name == "FAIL" and t.user_attrs.get(FAIL_KIND, "error") == "error"]
+        why = ""
+        if failed:
+            last = max(failed, key=lambda t: t.number)
+            reason = str(last.user_attrs.get(FAIL_REASON)).rstrip(".")
+            why = f"; the last one (trial {last.number}) failed with {reason}"
         return (f"The sweep stopped because {len(failed)} trials of study {self.study_name} failed, more than "
-                f"max_failure_rate={self.opts.max_failure_rate} of n_trials={self.n_trials} allows ({self.max_failures}){why}.")
+                f"max_failure_rate={self.opts.max_failure_rate} of n_trials={self.n_trials} allows "
+                f"({self.max_failures}){why}.")
 
 
 def _interrupt_children() -> None:

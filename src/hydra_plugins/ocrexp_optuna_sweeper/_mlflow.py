@@ -85,7 +85,8 @@ class StudyRun:
         new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in logged]
         changed = sorted(k for k, v in params.items() if k in logged and logged[k] != str(v)[:6000])
         if changed:
-            log.warning("MLflow parent run %s keeps its first values of %s (changed since)", self.run_id, ", ".join(changed))
+            log.warning("MLflow parent run %s keeps its first values of %s (changed since)", self.run_id,
+                        ", ".join(changed))
         for i in range(0, len(new), 100):
             self.client.log_batch(self.run_id, params=new[i:i + 100])
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -126,7 +127,8 @@ class StudyRun:
         from mlflow.entities import RunTag
 
         with self._lock:
-            self.client.log_text(self.run_id, yaml.safe_dump(dict(results), sort_keys=False), "optimization_results.yaml")
+            self.client.log_text(self.run_id, yaml.safe_dump(dict(results), sort_keys=False),
+                                 "optimization_results.yaml")
             best = results.get("best_params") or {}
             tags = [RunTag(f"best.{k}", str(v)) for k, v in best.items()]
             if "best_trial" in results:

@@ -79,7 +79,8 @@ def build(params: Mapping[str, Any] | None, arguments: list[str]) -> SearchSpace
         override = parser.parse_override(line)  # Hydra has already parsed these once
         name = _name(override.get_key_element())
         entries.pop(name, None)
-        entries[name] = (override.get_key_element(), _distribution(override, line) if override.is_sweep_override() else line)
+        entry = _distribution(override, line) if override.is_sweep_override() else line
+        entries[name] = (override.get_key_element(), entry)
     space = SearchSpace()
     for name, (key, entry) in entries.items():
         if isinstance(entry, str):
@@ -122,7 +123,8 @@ def _distribution(override, where: str):
     value = override.value()
     tags = set(getattr(value, "tags", None) or ())
     if tags - {"log"}:
-        raise SweeperError(f"{where}: tag {sorted(tags - {'log'})[0]!r} means nothing to the Optuna sweeper; the only tag is log.")
+        raise SweeperError(f"{where}: tag {sorted(tags - {'log'})[0]!r} means nothing to the Optuna sweeper; "
+                           f"the only tag is log.")
     log = "log" in tags
     try:
         if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
@@ -233,7 +235,9 @@ def format_value(value: Any, dist: Any = None) -> str:
     if isinstance(value, float):
         if dist is not None and getattr(dist, "step", None) is not None:
             value = _round_to_step(value, dist)
-        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+        if math.isnan(value):
+            return "nan"
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, int):
         return str(value)
     if isinstance(value, (list, tuple)):

@@ -84,7 +84,8 @@ def make_sampler(spec: Any, seed: int | None, space: _search_space.SearchSpace):
     except ConfigError as exc:
         raise SweeperError(f"hydra.sweeper.sampler: {exc}") from None
     if name not in SAMPLERS:
-        raise SweeperError(f"hydra.sweeper.sampler={name!r} is not a known sampler: choose one of {', '.join(SAMPLERS)}.")
+        raise SweeperError(f"hydra.sweeper.sampler={name!r} is not a known sampler: "
+                           f"choose one of {', '.join(SAMPLERS)}.")
     if name in NEEDS and importlib.util.find_spec(NEEDS[name][0]) is None:
         raise SweeperError(f"the {name} sampler needs the {NEEDS[name][1]} package: pip install {NEEDS[name][1]}, "
                            f"or choose another sampler ({', '.join(s for s in SAMPLERS if s not in NEEDS)}).")
@@ -137,9 +138,10 @@ def open_study(name: str, url: str, pruner: Any, pruner_spec: Any, directions: l
     try:
         storage = open_storage(url)
     except Exception as exc:
-        raise SweeperError(f"cannot open the Optuna storage {redact(url)}: {type(exc).__name__}: {exc}".rstrip(".") + ".") from None
-    study = optuna.create_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(), pruner=pruner,
-                                directions=directions, load_if_exists=True)
+        detail = f"{type(exc).__name__}: {exc}".strip().splitlines()[0].rstrip(".")
+        raise SweeperError(f"cannot open the Optuna storage {redact(url)}: {detail}.") from None
+    study = optuna.create_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(),
+                                pruner=pruner, directions=directions, load_if_exists=True)
     existing = [d.name.lower() for d in study.directions]
     if existing != directions:
         raise SweeperError(f"study {name!r} in {redact(url)} optimises {existing}, not {directions}: "
