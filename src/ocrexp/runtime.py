@@ -29,6 +29,7 @@ def configure(trainer, seed: int) -> str:
     for gpu in gpus:  # share the card with other jobs instead of grabbing all memory
         tf.config.experimental.set_memory_growth(gpu, True)
 
+    keras.backend.clear_session()  # sweep workers run many trials in one process
     keras.utils.set_random_seed(seed)
     if trainer.deterministic:
         tf.config.experimental.enable_op_determinism()

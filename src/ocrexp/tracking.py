@@ -99,6 +99,8 @@ class RunTracker:
         self.client = mlflow.MlflowClient(self.uri)
         exp_id = get_experiment_id(self.client, self.cfg.tracking.experiment_name)
         tags = {**self._default_tags(), **self.tags, **_env_tags()}
+        if "optuna.trial_number" in tags:  # sweep children read best as trial-<n> under the study
+            self.run_name = f"trial-{tags['optuna.trial_number']}"
         run = self.client.create_run(exp_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         mlflow.start_run(run_id=self.run_id)  # makes flavor log_model calls target this run
