@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from hydra.utils import instantiate
-
+from ocrexp.models import build_model
 from tests.test_config import make
 
 
 def test_seed_cnn_has_225034_parameters_for_mnist():
-    model = instantiate(make().model, input_shape=(28, 28, 1), num_classes=10)
+    model, _ = build_model(make().model, (28, 28, 1), 10)
     assert model.count_params() == 225_034
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dropout", "Dense"]
@@ -16,5 +15,5 @@ def test_seed_cnn_has_225034_parameters_for_mnist():
 
 
 def test_input_shape_and_class_count_flow_from_the_dataset():
-    model = instantiate(make().model, input_shape=(32, 32, 3), num_classes=5)
+    model, _ = build_model(make().model, (32, 32, 3), 5)
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 5)

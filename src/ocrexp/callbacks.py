@@ -41,3 +41,38 @@ class FailOnNaN(keras.callbacks.Callback):
             raise FloatingPointError(
                 f"the training loss became {float(loss)} in epoch {epoch + 1}; lower optimizer.lr or check the data."
             )
+
+
+def _mode(monitor: str) -> str:
+    """'max' for accuracies, 'min' for losses."""
+    return "max" if "acc" in monitor else "min"
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the best ``monitor`` value and restores them at the end.
+
+    One instance spans every phase of a run (frozen base, then fine-tuning), so the epoch chosen is
+    the best over the whole epoch axis. The snapshot is held per variable, not as a flat list, so it
+    survives a change of which layers are trainable between phases.
+    """
+
+    def __init__(self, monitor: str = "val_accuracy"):
+        super().__init__()
+        self.monitor = monitor
+        self.better = (lambda a, b: a > b) if _mode(monitor) == "max" else (lambda a, b: a < b)
+        self.best: float | None = None
+        self.best_epoch: int | None = None  # 1-based, on the run's epoch axis
+        self._snapshot: list | None = None
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"trainer.checkpoint.monitor={self.monitor!r} is not among this run's metrics "
+                           f"({', '.join(sorted(logs or {}))}).")
+        if self.best is None or self.better(float(value), self.best):
+            self.best, self.best_epoch = float(value), epoch + 1
+            self._snapshot = [(v, keras.ops.convert_to_numpy(v)) for v in self.model.weights]
+
+    def on_train_end(self, logs=None) -> None:
+        for variable, value in self._snapshot or ():
+            variable.assign(value)

@@ -7,6 +7,7 @@ that type errors and out-of-range values are reported before anything heavy star
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -15,11 +16,13 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ocrexp import paths
-from ocrexp.errors import ConfigError
+from ocrexp.errors import ConfigError, OcrexpError
 
 LOSSES = {"categorical_crossentropy": "CategoricalCrossentropy",
           "categorical_focal_crossentropy": "CategoricalFocalCrossentropy"}
 METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "params")
+# What early stopping, reduce-on-plateau and best-epoch selection may watch.
+MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 
 
 class Device(Enum):
@@ -45,6 +48,19 @@ class DatasetConf:
 
 
 @dataclass
+class EarlyStoppingConf:
+    patience: Optional[int] = None
+    monitor: str = "val_loss"
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+
+@dataclass
+class CheckpointConf:
+    monitor: Optional[str] = None
+
+
+@dataclass
 class TrainerConf:
     epochs: int = 10
     batch_size: int = 64
@@ -54,6 +70,8 @@ class TrainerConf:
     jit_compile: bool = False
     loss: str = "categorical_crossentropy"
     label_smoothing: float = 0.0
+    early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
+    checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
     verbose: Any = "auto"
 
 
@@ -73,6 +91,7 @@ class OcrexpConf:
     model: Any = "???"
     augmentation: Any = "???"
     optimizer: Any = "???"
+    schedule: Any = "???"
     trainer: TrainerConf = field(default_factory=TrainerConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
     seed: int = 42
@@ -128,12 +147,110 @@ def validate(cfg: DictConfig) -> None:
         elif leaf.endswith(("filters", "units")) and value is not None:
             _check(isinstance(value, int) and value > 0, key, value, "use a positive integer")
     lr = cfg.optimizer.get("lr")
-    _check(isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr), "optimizer.lr", lr,
-           "use a positive learning rate such as 1e-3")
+    _check(_positive(lr), "optimizer.lr", lr, "use a positive learning rate such as 1e-3")
+    _validate_training(cfg)
     metrics = cfg.optimized_metric
     names = list(metrics) if isinstance(metrics, ListConfig) else [metrics]
     for name in names:
         _check(name in METRICS, "optimized_metric", name, f"choose from {', '.join(METRICS)}")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# Range rules for optimizer and schedule keys, by key name: (test, what is allowed).
+_RANGES = {
+    "momentum": (lambda v: _number(v) and 0 <= v < 1, "use a value in [0, 1)"),
+    "rho": (lambda v: _number(v) and 0 < v < 1, "use a value in (0, 1)"),
+    "weight_decay": (lambda v: _number(v) and v >= 0, "use a non-negative decay such as 1e-4"),
+    "nesterov": (lambda v: isinstance(v, bool), "use true or false"),
+    "final_lr_fraction": (lambda v: _number(v) and 0 <= v <= 1, "use a fraction in [0, 1]"),
+    "warmup_epochs": (lambda v: _number(v) and v >= 0, "use a non-negative number of epochs"),
+    "warmup_fraction": (lambda v: _number(v) and 0 < v < 1, "use a fraction in (0, 1)"),
+    "initial_div": (lambda v: _number(v) and v >= 1, "use a divisor of at least 1"),
+    "final_div": (lambda v: _number(v) and v >= 1, "use a divisor of at least 1"),
+    "factor": (lambda v: _number(v) and 0 < v < 1, "use a multiplier in (0, 1)"),
+    "patience": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "use a whole number of epochs"),
+    "min_lr": (lambda v: _number(v) and v >= 0, "use a non-negative learning rate"),
+    "monitor": (lambda v: v in MONITORS, f"choose from {', '.join(MONITORS)}"),
+}
+
+
+def _validate_training(cfg: DictConfig) -> None:
+    """Optimizer, schedule, early stopping, best-epoch selection, model transfer options, augmentation."""
+    from ocrexp.optim import OPTIMIZERS  # light: no TensorFlow at import
+
+    name = cfg.optimizer.get("name")
+    _check(name in OPTIMIZERS, "optimizer.name", name, f"choose from {', '.join(OPTIMIZERS)}")
+    for group in ("optimizer", "schedule"):
+        for key, value in _walk(cfg[group], f"{group}."):
+            rule = _RANGES.get(key.rsplit(".", 1)[-1])
+            if rule is not None:
+                _check(rule[0](value), key, value, rule[1])
+    es = cfg.trainer.early_stopping
+    _check(es.patience is None or es.patience >= 0, "trainer.early_stopping.patience", es.patience,
+           "use a whole number of epochs, or null to never stop early")
+    _check(es.monitor in MONITORS, "trainer.early_stopping.monitor", es.monitor, f"choose from {', '.join(MONITORS)}")
+    _check(es.min_delta >= 0, "trainer.early_stopping.min_delta", es.min_delta, "use a non-negative change")
+    monitor = cfg.trainer.checkpoint.monitor
+    _check(monitor in (None, "val_accuracy", "val_loss"), "trainer.checkpoint.monitor", monitor,
+           "choose val_accuracy, val_loss or null (keep the last epoch)")
+    _validate_model(cfg.model)
+    layers = cfg.augmentation.get("layers")
+    _check(isinstance(layers, ListConfig) and all(isinstance(x, DictConfig) and "_target_" in x for x in layers),
+           "augmentation.layers", layers, "use a list of layer configs, each with a _target_")
+
+
+def _validate_model(model: DictConfig) -> None:
+    """The keys every model shares (init_from, freeze_features, fine_tune) and VGG16's weights."""
+    uri = model.get("init_from")
+    is_file = isinstance(uri, str) and not uri.startswith(("runs:/", "models:/"))
+    if is_file and uri.endswith((".keras", ".h5")) and not os.path.isfile(uri):
+        raise ConfigError(f"model.init_from={uri!r} does not exist: write it from a run with "
+                          f"'ocrexp export RUN_ID {uri}', or pass model.init_from=runs:/<run_id>/model.")
+    _check(uri is None or (isinstance(uri, str) and (not is_file or uri.endswith((".keras", ".h5")))),
+           "model.init_from", uri, "use runs:/<run_id>/model, models:/<name>/<version>, a .keras or .h5 file, or null")
+    freeze = model.get("freeze_features", False)
+    _check(isinstance(freeze, bool), "model.freeze_features", freeze, "use true or false")
+    if "weights" in model:
+        w = model.weights
+        _check(w is None or w == "imagenet" or (isinstance(w, str) and os.path.isfile(os.path.expanduser(w))),
+               "model.weights", w, "use imagenet, null, or the path of an existing weights file")
+    fine_tune = model.get("fine_tune")
+    if fine_tune is None:
+        return
+    _check(isinstance(fine_tune, DictConfig) and set(fine_tune) <= {"unfreeze_from", "epochs", "lr"}
+           and "epochs" in fine_tune and "lr" in fine_tune, "model.fine_tune", fine_tune,
+           "use null or {unfreeze_from: <layer name or prefix, null for all>, epochs: N, lr: X}")
+    epochs = fine_tune.epochs
+    _check(isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0, "model.fine_tune.epochs",
+           epochs, "use a positive number of epochs")
+    _check(_positive(fine_tune.lr), "model.fine_tune.lr", fine_tune.lr, "use a positive learning rate such as 1e-5")
+    start = fine_tune.get("unfreeze_from")
+    _check(start is None or isinstance(start, str), "model.fine_tune.unfreeze_from", start,
+           "use a layer name (or name prefix such as block5), or null to unfreeze every layer")
+
+
+def instantiate(node: Any, *args: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, except that an ``OcrexpError`` raised while building comes out as
+    itself: Hydra wraps every error in an ``InstantiationException``, hiding the one-sentence message."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(node, *args, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, OcrexpError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def optimized_metrics(cfg: DictConfig) -> list[str]:

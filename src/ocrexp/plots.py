@@ -74,3 +74,26 @@ def misclassified(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, co
     fig.suptitle(f"{len(np.flatnonzero(y_true != y_pred))} misclassified test images (most confident first)")
     fig.tight_layout()
     return fig
+
+
+def augmentation_grid(originals: np.ndarray, augmented: np.ndarray, recipe: str = "augmentation"):
+    """Training images (top row) above augmented versions of each (one row per draw).
+
+    ``originals`` is (N, H, W, C) in [0, 1]; ``augmented`` is (rows, N, H, W, C).
+    """
+    plt = _pyplot()
+    rows, n = augmented.shape[0] + 1, originals.shape[0]
+    fig, axes = plt.subplots(rows, n, figsize=(n * 1.0, rows * 1.05), squeeze=False)
+    gray = originals.shape[-1] == 1
+    for col in range(n):
+        for row, image in enumerate([originals[col], *augmented[:, col]]):
+            ax = axes[row, col]
+            ax.imshow(np.clip(image.squeeze(), 0, 1), cmap="gray" if gray else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("original", fontsize=7)
+    for row in range(1, rows):
+        axes[row, 0].set_ylabel(f"draw {row}", fontsize=7)
+    fig.suptitle(f"augmentation '{recipe}': training images as the model sees them")
+    fig.tight_layout()
+    return fig

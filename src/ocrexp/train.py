@@ -37,19 +37,19 @@ class RunResult:
 def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> RunResult:
     """Run one experiment described by ``cfg``: data, model, fit, test, record."""
     config.validate(cfg)
-    from hydra.utils import instantiate
-
     from ocrexp import runtime
     from ocrexp.data.pipeline import split
+    from ocrexp.models import build_model
     from ocrexp.tracking import make_tracker
+    from ocrexp.tracking_store import tracking_uri
 
     device = runtime.configure(cfg.trainer, cfg.seed)
-    data = instantiate(cfg.dataset.source)
+    data = config.instantiate(cfg.dataset.source)
     splits = split(data, cfg.dataset.validation_split, cfg.seed, cfg.dataset.limit_train, cfg.dataset.limit_test)
-    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    model, provenance = build_model(cfg.model, data.input_shape, data.num_classes, tracking_uri(cfg.tracking))
 
     with make_tracker(cfg, run_name(cfg), tags) as tracker:
-        tracker.set_tags({"ocrexp.device": device})
+        tracker.set_tags({"ocrexp.device": device, **provenance})
         tracker.log_dataset(data, splits)
         tracker.log_metrics({"params": model.count_params()})
         history = fit(cfg, model, splits, data.num_classes, tracker)
@@ -65,32 +65,10 @@ def train(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> float | lis
 
 
 def fit(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, list[float]]:
-    """Compile and ``fit`` on the training stream, validating every epoch; returns the history."""
-    import keras
-    from hydra.utils import instantiate
+    """Train ``model`` (all phases, see ``ocrexp.fitting``) and return the per-epoch history."""
+    from ocrexp import fitting
 
-    from ocrexp.callbacks import FailOnNaN
-    from ocrexp.data.pipeline import make_dataset
-    from ocrexp.pruning import pruning_callback_from_env
-
-    t = cfg.trainer
-    steps = -(-len(splits.x_train) // t.batch_size)
-    augment = instantiate(cfg.augmentation, seed=cfg.seed)
-    common = dict(batch_size=t.batch_size, num_classes=num_classes, scale=cfg.dataset.scale)
-    train_ds = make_dataset(splits.x_train, splits.y_train, shuffle_seed=cfg.seed, augment=augment, **common)
-    val_ds = make_dataset(splits.x_val, splits.y_val, **common)
-    model.compile(
-        optimizer=instantiate(cfg.optimizer, steps_per_epoch=steps, epochs=t.epochs),
-        loss=getattr(keras.losses, config.LOSSES[t.loss])(label_smoothing=t.label_smoothing),
-        metrics=["accuracy"],
-        jit_compile=t.jit_compile,
-    )
-    callbacks = [FailOnNaN(), tracker.keras_callback(), pruning_callback_from_env(config.optimized_metrics(cfg)[0])]
-    # A progress bar only on a terminal; one line per epoch in logs and multiruns.
-    verbose = (1 if sys.stdout.isatty() else 2) if t.verbose == "auto" else t.verbose
-    history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, verbose=verbose, shuffle=False,
-                        callbacks=[c for c in callbacks if c is not None])
-    return history.history
+    return fitting.fit(cfg, model, splits, num_classes, tracker)
 
 
 def evaluate_and_log(cfg: DictConfig, model, splits, class_names, history, tracker) -> dict[str, Any]:

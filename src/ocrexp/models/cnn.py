@@ -38,3 +38,47 @@ def seed_cnn(
         ],
         name=name,
     )
+
+
+def bn_cnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    filters: Sequence[int] = (32, 64, 128),
+    convs_per_block: int = 1,
+    stem_kernel_size: int = 5,
+    kernel_size: int = 3,
+    head: str = "flatten",
+    dense_units: int | None = 128,
+    dropout: float = 0.4,
+    name: str = "cnn_bn",
+):
+    """A batch-normalised CNN: conv blocks that halve the resolution, then a small head.
+
+    Block i: ``convs_per_block`` x [Conv2D(filters[i], same, no bias) -> BatchNorm -> ReLU] ->
+    MaxPool(2); the first conv uses ``stem_kernel_size``. Head: ``gap`` (global average pooling) or
+    ``flatten``; then, if ``dense_units``, Dense -> BatchNorm -> ReLU; then Dropout -> Dense(softmax).
+    """
+    import keras
+    from keras import layers
+
+    if head not in ("gap", "flatten"):
+        from ocrexp.errors import ConfigError
+
+        raise ConfigError(f"model.head={head!r} is not allowed: choose gap or flatten.")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    for block, width in enumerate(filters, start=1):
+        for conv in range(1, convs_per_block + 1):
+            size = stem_kernel_size if (block, conv) == (1, 1) else kernel_size
+            x = layers.Conv2D(width, size, padding="same", use_bias=False, name=f"block{block}_conv{conv}")(x)
+            x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+            x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x) if head == "gap" else layers.Flatten(name="flatten")(x)
+    if dense_units:
+        x = layers.Dense(dense_units, use_bias=False, name="dense")(x)
+        x = layers.BatchNormalization(name="dense_bn")(x)
+        x = layers.ReLU(name="dense_relu")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,138 @@
+"""The training loop: Keras ``fit`` in one or two phases on one continuous epoch axis.
+
+Phase ``train`` runs ``trainer.epochs`` epochs at ``optimizer.lr``. When ``model.fine_tune`` is set, a
+``fine_tune`` phase follows: the layers from ``model.fine_tune.unfreeze_from`` on become trainable
+and training goes on for ``fine_tune.epochs`` epochs at ``fine_tune.lr``, with a fresh optimizer and
+schedule. Epochs are numbered across phases (a 3 + 2 run logs epochs 1-5), so MLflow shows one curve.
+
+What ``fit`` trains is a wrapper: the augmentation layers in front of the model, in one graph, so
+augmentation runs on the training device and only in training steps. The model itself is never
+compiled, so the model that gets logged carries no optimizer or schedule state.
+
+Per-phase callbacks: the learning-rate schedule's (reduce-on-plateau), early stopping
+(``trainer.early_stopping``). Across phases: metrics to the tracker, NaN guard, the sweeper's
+pruning hook, and best-epoch selection (``trainer.checkpoint.monitor``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from ocrexp import config
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One ``fit`` call: its name, length, base learning rate and (fine-tuning) first trainable layer."""
+
+    name: str
+    epochs: int
+    lr: float
+    unfreeze: bool = False
+    unfreeze_from: str | None = None
+
+
+def phases(cfg: DictConfig) -> list[Phase]:
+    """The run's phases: ``train``, then ``fine_tune`` when ``model.fine_tune`` is set."""
+    out = [Phase("train", int(cfg.trainer.epochs), float(cfg.optimizer.lr))]
+    fine_tune = cfg.model.get("fine_tune")
+    if fine_tune:
+        out.append(Phase("fine_tune", int(fine_tune.epochs), float(fine_tune.lr), True,
+                         fine_tune.get("unfreeze_from")))
+    return out
+
+
+def fit(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, list[float]]:
+    """Train ``model`` on ``splits`` through every phase; returns the merged per-epoch history."""
+    from ocrexp.callbacks import BestWeights, FailOnNaN
+    from ocrexp.data.pipeline import make_dataset
+    from ocrexp.models.transfer import unfreeze_from
+    from ocrexp.pruning import pruning_callback_from_env
+
+    t = cfg.trainer
+    steps = -(-len(splits.x_train) // t.batch_size)
+    augmentation = config.instantiate(cfg.augmentation, seed=cfg.seed)
+    trainee = training_model(model, augmentation)
+    common = dict(batch_size=t.batch_size, num_classes=num_classes, scale=cfg.dataset.scale)
+    train_ds = make_dataset(splits.x_train, splits.y_train, shuffle_seed=cfg.seed, **common)
+    val_ds = make_dataset(splits.x_val, splits.y_val, **common)
+    if augmentation is not None and cfg.tracking.log_plots:
+        log_augmentation_preview(cfg, splits, tracker)
+
+    best = BestWeights(t.checkpoint.monitor) if t.checkpoint.monitor else None
+    shared = [FailOnNaN(), tracker.keras_callback(), pruning_callback_from_env(config.optimized_metrics(cfg)[0]), best]
+    verbose = (1 if sys.stdout.isatty() else 2) if t.verbose == "auto" else t.verbose
+    history: dict[str, list[float]] = {}
+    spans = []
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for phase in phases(cfg):
+        if phase.unfreeze:
+            unfreeze_from(model, phase.unfreeze_from)
+        lr_plan = config.instantiate(cfg.schedule, lr=phase.lr, steps_per_epoch=steps, epochs=phase.epochs)
+        compile_trainee(trainee, cfg, lr_plan.learning_rate, steps, phase.epochs)
+        start = len(history.get("loss", []))
+        callbacks = [*shared, *lr_plan.callbacks, early_stopping(t.early_stopping)]
+        result = trainee.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=start + phase.epochs,
+                             verbose=verbose, shuffle=False, callbacks=[c for c in callbacks if c is not None])
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
+        spans.append(f"{phase.name}:{start + 1}-{len(history.get('loss', []))}")
+
+    # Wall and CPU time of every phase's fit (validation included; data loading and the test
+    # evaluation not). CPU seconds stay comparable when other jobs share the machine.
+    tracker.log_metrics({"train_time_s": time.perf_counter() - started,
+                         "train_cpu_s": time.process_time() - cpu_started})
+    tracker.set_tags({"ocrexp.phases": " ".join(spans)})
+    if best is not None and best.best_epoch is not None:
+        tracker.set_tags({"ocrexp.best_epoch": best.best_epoch})
+        tracker.log_metrics({"best_epoch": best.best_epoch, f"best_{best.monitor}": best.best})
+    return history
+
+
+def training_model(model, augmentation=None):
+    """``model`` behind ``augmentation`` (if any), as one Keras model that shares ``model``'s weights."""
+    import keras
+
+    inputs = keras.Input(shape=tuple(model.input_shape[1:]), name="image")
+    x = augmentation(inputs) if augmentation is not None else inputs
+    return keras.Model(inputs, model(x), name=f"{model.name}_training")
+
+
+def compile_trainee(trainee, cfg: DictConfig, learning_rate, steps_per_epoch: int, epochs: int) -> None:
+    """(Re)compile with a fresh optimizer; also picks up changes to which layers are trainable."""
+    import keras
+
+    t = cfg.trainer
+    optimizer = config.instantiate(cfg.optimizer, lr=learning_rate, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    trainee.compile(
+        optimizer=optimizer,
+        loss=getattr(keras.losses, config.LOSSES[t.loss])(label_smoothing=t.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=t.jit_compile,
+    )
+
+
+def early_stopping(conf):
+    """A Keras ``EarlyStopping`` for ``trainer.early_stopping``, or None when ``patience`` is null."""
+    if conf.patience is None:
+        return None
+    import keras
+
+    mode = "max" if "acc" in conf.monitor else "min"
+    return keras.callbacks.EarlyStopping(monitor=conf.monitor, mode=mode, patience=conf.patience,
+                                         min_delta=conf.min_delta, restore_best_weights=conf.restore_best)
+
+
+def log_augmentation_preview(cfg: DictConfig, splits, tracker, n: int = 12, rows: int = 4) -> None:
+    """``plots/augmentation.png``: ``n`` training images and ``rows`` augmented versions of each."""
+    from ocrexp import augment, plots
+    from ocrexp.data.pipeline import scale_images
+
+    originals = scale_images(splits.x_train[:n], cfg.dataset.scale)
+    augmented = augment.preview(cfg.augmentation, originals, cfg.seed, rows)
+    name = cfg.augmentation.get("name", "augmentation")
+    tracker.log_figure(plots.augmentation_grid(originals, augmented, name), "plots/augmentation.png")

@@ -1,0 +1,96 @@
+"""Helpers shared by the model, augmentation, optimizer and experiment tests.
+
+They compose the real config in-process, shrink it further than ``debug=fast`` where a test only
+needs a few steps, and run the real code (``run_experiment`` or ``fitting.fit``).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from ocrexp.paths import conf_dir
+
+# A few steps on real MNIST: 400 training images (80 held out for validation), 200 test images.
+TINY = ("debug=fast", "dataset.limit_train=400", "dataset.limit_test=200", "trainer.verbose=0")
+
+
+def make(*overrides: str):
+    """The composed config, as ``ocrexp-train`` would see it with these overrides."""
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def tracked(root: Path, *overrides: str) -> tuple[str, ...]:
+    """Overrides that send a run to a throw-away MLflow store under ``root``."""
+    return (f"tracking.uri=sqlite:///{root / 'mlruns' / 'mlflow.db'}", "tracking.log_model=false", *overrides)
+
+
+@contextmanager
+def mlflow_env_kept():
+    """Undo ``mlflow.set_tracking_uri``'s export of ``MLFLOW_TRACKING_URI`` to ``os.environ``, which
+    would otherwise send later subprocess runs (other tests' fixtures) to this test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def run(*overrides: str):
+    """``run_experiment`` on the composed config (untracked unless the overrides say otherwise)."""
+    from ocrexp.train import run_experiment
+
+    overrides = ("tracking=none", *overrides) if not any(o.startswith("tracking") for o in overrides) else overrides
+    with mlflow_env_kept():
+        return run_experiment(make(*overrides))
+
+
+@dataclass
+class Fitted:
+    """What ``fitting.fit`` left behind, for tests that inspect the trained model."""
+
+    cfg: object
+    model: object
+    splits: object
+    history: dict
+
+
+def fit(*overrides: str) -> Fitted:
+    """Build and train on MNIST like ``run_experiment`` does, without tracking or the test evaluation."""
+    from ocrexp import config, fitting, runtime
+    from ocrexp.data.pipeline import split
+    from ocrexp.models import build_model
+    from ocrexp.tracking import NullTracker
+
+    cfg = make("tracking=none", *TINY, *overrides)
+    config.validate(cfg)
+    runtime.configure(cfg.trainer, cfg.seed)
+    data = config.instantiate(cfg.dataset.source)
+    splits = split(data, cfg.dataset.validation_split, cfg.seed, cfg.dataset.limit_train, cfg.dataset.limit_test)
+    model, _ = build_model(cfg.model, data.input_shape, data.num_classes)
+    history = fitting.fit(cfg, model, splits, data.num_classes, NullTracker())
+    return Fitted(cfg, model, splits, history)
+
+
+def val_metrics(fitted: Fitted) -> dict[str, float]:
+    """Loss and accuracy of the fitted model on its validation split, computed as Keras' fit does."""
+    import keras
+
+    from ocrexp import config
+    from ocrexp.data.pipeline import make_dataset
+
+    cfg = fitted.cfg
+    num_classes = fitted.model.output_shape[-1]
+    ds = make_dataset(fitted.splits.x_val, fitted.splits.y_val, batch_size=cfg.trainer.batch_size,
+                      num_classes=num_classes, scale=cfg.dataset.scale)
+    loss = getattr(keras.losses, config.LOSSES[cfg.trainer.loss])(label_smoothing=cfg.trainer.label_smoothing)
+    fitted.model.compile(loss=loss, metrics=["accuracy"])
+    return fitted.model.evaluate(ds, verbose=0, return_dict=True)
