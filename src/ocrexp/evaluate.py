@@ -16,7 +16,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from ocrexp import config  # noqa: F401  (registers schema and resolvers)
+from ocrexp import config
 from ocrexp.errors import OcrexpError
 from ocrexp.paths import conf_dir
 
@@ -49,14 +49,12 @@ def log_report(tracker, report: Mapping[str, Any], images: np.ndarray, class_nam
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.model_uri`` on ``cfg.dataset``'s test split and record it as a new run."""
-    from hydra.utils import instantiate
-
     from ocrexp.data.pipeline import scale_images
     from ocrexp.models.io import load_model, source_run_id
     from ocrexp.tracking import make_tracker
     from ocrexp.tracking_store import tracking_uri
 
-    data = instantiate(cfg.dataset.source)
+    data = config.instantiate(cfg.dataset.source)
     n = min(cfg.dataset.limit_test or len(data.x_test), len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]
     model = load_model(cfg.model_uri, tracking_uri(cfg.tracking))
