@@ -46,7 +46,10 @@ class Project:
         return f"sqlite:///{self.root / 'mlruns' / 'mlflow.db'}"
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, "OCREXP_ROOT": str(self.root), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra}
+        # mlflow.set_tracking_uri() in this process exports MLFLOW_TRACKING_URI; the project's own
+        # store must win in subprocesses.
+        base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        return {**base, "OCREXP_ROOT": str(self.root), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra}
 
     def run(self, *cmd: str, check: bool = True, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
         """Run an installed console script (``ocrexp-train``, ``ocrexp`` …) in this project."""
