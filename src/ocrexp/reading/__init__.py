@@ -28,7 +28,7 @@ from ocrexp.reading.errors import (
     UnsupportedImageError,
 )
 from ocrexp.reading.normalize import normalize_digit, to_ink
-from ocrexp.reading.reader import DigitReading, NumberReader, Reading
+from ocrexp.reading.reader import DigitReading, NumberReader, Prepared, Reading, prepare, prepare_all
 from ocrexp.reading.segment import Glyph, find_glyphs
 
 _LAZY = {
@@ -40,8 +40,8 @@ _LAZY = {
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "BlankImageError", "DigitReading", "Glyph", "ImageError", "ImageSizeError",
-    "NoDigitsError", "NumberReader", "Reading", "UnreadableImageError", "UnsupportedImageError",
-    "find_glyphs", "load_image", "normalize_digit", "to_ink", *_LAZY,
+    "NoDigitsError", "NumberReader", "Prepared", "Reading", "UnreadableImageError", "UnsupportedImageError",
+    "find_glyphs", "load_image", "normalize_digit", "prepare", "prepare_all", "to_ink", *_LAZY,
 ]
 
 

@@ -2,12 +2,13 @@
 
 ``NumberReader(model).read(paths_or_bytes_or_arrays)`` runs two stages:
 
-1. :func:`prepare` (no model involved): decode the image, find its glyphs and their candidate
-   cuts, and normalise every candidate digit the MNIST way. Being model-free, it can run in
-   worker processes (``workers=``) while the main process is still importing TensorFlow.
-2. The reader classifies the candidates of consecutive images together, in calls of up to
-   ``batch_size`` (never one call per digit), and picks, per glyph, the segmentation the
-   classifier is surest of.
+1. :func:`prepare` (no model involved): decode the image, find its glyphs and normalise each the
+   MNIST way. Being model-free, it can run in worker processes (``workers=``), even while the
+   main process is still importing TensorFlow.
+2. The reader classifies the glyphs of consecutive images together, in calls of up to
+   ``batch_size`` (never one call per digit). A glyph that may be touching digits (wide, and
+   read unsurely or too wide for one digit) then gets its :func:`~ocrexp.reading.segment.cut_lattice`
+   scored in one more call for the whole batch, and the likeliest chain of pieces wins.
 
 A bad image yields its :class:`~ocrexp.reading.errors.ImageError` in place of a reading; the
 rest are still read.
@@ -27,19 +28,20 @@ import numpy as np
 from ocrexp.reading.decode import DEFAULT_MAX_PIXELS, ImageSource, decode
 from ocrexp.reading.errors import ImageError, NoDigitsError
 from ocrexp.reading.normalize import BBOX_LEVEL, normalize_digit, to_ink
-from ocrexp.reading.segment import find_glyphs, cut_lattice
+from ocrexp.reading.segment import SPLIT_ASPECT, Glyph, cut_lattice, find_glyphs
 
 #: More glyphs than this is a page of text or a noise field, not a number.
 MAX_GLYPHS = 40
-#: A glyph read whole at least this surely is one digit, unless it is SURELY_SEVERAL times as
-#: wide as tall (single digits almost never are; the classifier's confidence on a squeezed
-#: pair means nothing).
+#: A wide glyph is cut only if, with two or more neighbours, it is this much wider than they
+#: typically are;
+WIDER_THAN_NEIGHBOURS = 1.4
+#: and only if it is read whole less surely than this, or is SURELY_SEVERAL times as wide as
+#: tall (single digits almost never are; the classifier's confidence on a squeezed pair means
+#: nothing);
 WHOLE_IS_SURE = 0.99
 SURELY_SEVERAL = 1.4
-#: A glyph is read as several touching digits only if every piece is read at least this surely,
+#: and then only into pieces that are each read at least this surely.
 MIN_PIECE_CONFIDENCE = 0.9
-#: and, when it has two or more neighbours, only if it is this much wider than they typically are.
-WIDER_THAN_NEIGHBOURS = 1.4
 
 
 @dataclass(frozen=True)
@@ -65,50 +67,38 @@ class Reading:
 
 
 @dataclass
-class _Piece:
-    """A candidate digit: its row in the image's fields, its box, the lattice nodes it spans."""
-
-    row: int
-    box: tuple[int, int, int, int]
-    span: tuple[int, int]
-
-
-@dataclass
 class Prepared:
-    """One image after :func:`prepare`: per glyph, its lattice's pieces (``[0]``: the whole
-    glyph) and node count; the glyphs' sizes; the candidates' normalised ``fields``."""
+    """One image after :func:`prepare`: a normalised field and a box (in the image's pixels) per
+    glyph, left to right, and the glyphs that may be touching digits, kept for cutting."""
 
-    scale: float
     fields: np.ndarray
-    glyphs: list[tuple[list[_Piece], int]] = field(default_factory=list)
-    widths: list[int] = field(default_factory=list)
-    heights: list[int] = field(default_factory=list)
+    boxes: list[tuple[int, int, int, int]]
+    scale: float
+    cuttable: dict[int, Glyph] = field(default_factory=dict)
 
 
 def prepare(source: ImageSource, size: int = 28, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
-    """Decode and segment one image into candidate digits normalised to ``size x size``."""
+    """Decode and segment one image into glyphs normalised to ``size x size`` fields."""
     gray, scale = decode(source, max_pixels=max_pixels)
     glyphs = find_glyphs(to_ink(gray))
     if len(glyphs) > MAX_GLYPHS:
         raise NoDigitsError(f"found {len(glyphs)} separate marks; expected one number of at most {MAX_GLYPHS} digits")
-    fields: list[np.ndarray] = []
-    prepared = Prepared(scale, np.empty(0), widths=[g.width for g in glyphs], heights=[g.height for g in glyphs])
-    for glyph in glyphs:
-        lattice = cut_lattice(glyph)
-        pieces = []
-        for ink, span in zip(lattice.pieces, lattice.spans):
-            pieces.append(_Piece(len(fields), _offset(_ink_box(ink), glyph.box[0], glyph.box[1]), span))
-            fields.append(normalize_digit(ink, size))
-        prepared.glyphs.append((pieces, lattice.n_nodes))
-    prepared.fields = np.stack(fields)
-    return prepared
+    widths = [g.width for g in glyphs]
+    cuttable = {}
+    for k, glyph in enumerate(glyphs):
+        others = widths[:k] + widths[k + 1:]
+        if glyph.width >= SPLIT_ASPECT * glyph.height and (
+                len(others) < 2 or glyph.width >= WIDER_THAN_NEIGHBOURS * float(np.median(others))):
+            cuttable[k] = glyph
+    return Prepared(fields=np.stack([normalize_digit(g.ink, size) for g in glyphs]),
+                    boxes=[_image_box(g.ink, g, scale) for g in glyphs], scale=scale, cuttable=cuttable)
 
 
 def prepare_all(sources: Iterable[ImageSource], size: int = 28, max_pixels: int = DEFAULT_MAX_PIXELS,
                 pool: Executor | None = None) -> Iterator[Prepared | ImageError]:
     """:func:`prepare` each source, in order, with its ImageError in place of a failed one.
 
-    With a ``pool`` (e.g. a ``ProcessPoolExecutor``) the work runs there, ahead of the consumer.
+    With a ``pool`` (see :func:`worker_pool`) the work runs there, ahead of the consumer.
     """
     task = partial(_prepare_or_error, size=size, max_pixels=max_pixels)
     if pool is None:
@@ -166,7 +156,7 @@ class NumberReader:
         """Read every source; a failed one yields its :class:`ImageError` at its position.
 
         ``workers > 0`` prepares images in that many processes. ``progress(n)`` is called after
-        each model call with the number of sources finished so far.
+        each batch with the number of sources finished so far.
         """
         if workers <= 0:
             return list(self.iter_read(prepare_all(sources, self.size, self.max_pixels), progress))
@@ -176,8 +166,7 @@ class NumberReader:
     def iter_read(self, items: Iterable[Prepared | ImageError],
                   progress: Callable[[int], None] | None = None) -> Iterator[Reading | ImageError]:
         """Readings of prepared images (from :func:`prepare_all` at this reader's ``size``), in
-        order, yielded as each model call completes. Candidates of consecutive images share
-        model calls of up to ``batch_size``."""
+        order, yielded batch by batch; the glyphs of consecutive images share model calls."""
         pending: list[Prepared | ImageError] = []
         rows = done = 0
         for item in items:
@@ -204,69 +193,80 @@ class NumberReader:
         return result
 
     def _finish(self, pending: list[Prepared | ImageError]) -> list[Reading | ImageError]:
-        prepared = [item for item in pending if isinstance(item, Prepared)]
-        if not prepared:
+        """Classify a batch of images' glyphs in one call, their cut candidates in at most one more."""
+        images = [item for item in pending if isinstance(item, Prepared)]
+        if not images:
             return list(pending)
-        probs = self.predict_fields(np.concatenate([item.fields for item in prepared]))
-        starts = np.cumsum([0] + [len(item.fields) for item in prepared])
-        own = {id(item): probs[a:b] for item, a, b in zip(prepared, starts[:-1], starts[1:])}
-        return [item if isinstance(item, ImageError) else self._decide(item, own[id(item)]) for item in pending]
+        probs = _split(self.predict_fields(np.concatenate([p.fields for p in images])), [len(p.fields) for p in images])
+        lattices = {}  # (image, glyph) -> (lattice, its pieces' fields)
+        for i, (image, p) in enumerate(zip(images, probs)):
+            for k, glyph in image.cuttable.items():
+                if p[k].max() < WHOLE_IS_SURE or glyph.width >= SURELY_SEVERAL * glyph.height:
+                    lattice = cut_lattice(glyph)
+                    if len(lattice.pieces) > 1:
+                        fields = np.stack([normalize_digit(ink, self.size) for ink in lattice.pieces[1:]])
+                        lattices[i, k] = (lattice, fields)
+        if lattices:
+            piece_probs = iter(_split(self.predict_fields(np.concatenate([f for _, f in lattices.values()])),
+                                      [len(f) for _, f in lattices.values()]))
+            lattices = {key: (lattice, next(piece_probs)) for key, (lattice, _) in lattices.items()}
+        readings = iter(self._decide(image, p, {k: v for (j, k), v in lattices.items() if j == i})
+                        for i, (image, p) in enumerate(zip(images, probs)))
+        return [item if isinstance(item, ImageError) else next(readings) for item in pending]
 
-    def _decide(self, prepared: Prepared, probs: np.ndarray) -> Reading:
+    def _decide(self, image: Prepared, probs: np.ndarray, lattices: dict) -> Reading:
         digits: list[DigitReading] = []
-        for k, (pieces, n_nodes) in enumerate(prepared.glyphs):
-            others = prepared.widths[:k] + prepared.widths[k + 1:]
-            if len(others) >= 2 and prepared.widths[k] < WIDER_THAN_NEIGHBOURS * float(np.median(others)):
-                pieces = pieces[:1]  # no wider than its neighbours: one digit
-            too_wide_for_one = prepared.widths[k] >= SURELY_SEVERAL * prepared.heights[k]
-            for piece in _likeliest(pieces, n_nodes, probs, whole_may_be_sure=not too_wide_for_one):
-                cls = int(np.argmax(probs[piece.row]))
-                digits.append(DigitReading(self.class_names[cls], float(probs[piece.row, cls]),
-                                           tuple(int(round(v * prepared.scale)) for v in piece.box)))
+        for k, box in enumerate(image.boxes):
+            chain = None
+            if k in lattices:
+                lattice, piece_probs = lattices[k]
+                glyph = image.cuttable[k]
+                chain = _likeliest_chain(lattice.spans[1:], lattice.n_nodes, piece_probs.max(axis=1), beat=probs[k].max())
+            if chain is None:
+                digits.append(self._digit(probs[k], box))
+            else:
+                digits.extend(self._digit(piece_probs[j], _image_box(lattice.pieces[j + 1], glyph, image.scale))
+                              for j in chain)
         confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
         return Reading("".join(d.digit for d in digits), confidence, tuple(digits))
 
+    def _digit(self, p: np.ndarray, box: tuple[int, int, int, int]) -> DigitReading:
+        cls = int(np.argmax(p))
+        return DigitReading(self.class_names[cls], float(p[cls]), box)
 
-def _likeliest(pieces: list[_Piece], n_nodes: int, probs: np.ndarray,
-               whole_may_be_sure: bool = True) -> list[_Piece]:
-    """The glyph read whole, or the chain of cut pieces the classifier is surest of.
 
-    Classifiers are confident on fragments too, so a cut has to earn it: the whole glyph must
-    read unsurely (unless it is too wide to be one digit), every piece surely, and the chain's
-    joint probability must beat the whole's.
-    """
-    whole = pieces[0]
-    p_whole = float(probs[whole.row].max())
-    if len(pieces) == 1 or (whole_may_be_sure and p_whole >= WHOLE_IS_SURE):
-        return [whole]
-    # Best chain from node 0 to the last node through sure pieces (dynamic programming).
+def _likeliest_chain(spans: list[tuple[int, int]], n_nodes: int, sure: np.ndarray, beat: float) -> list[int] | None:
+    """Indices of the pieces forming the likeliest left-to-right chain across the glyph, using
+    only pieces read at least MIN_PIECE_CONFIDENCE surely, if its joint probability beats
+    ``beat`` (the whole glyph's); else None. Dynamic programming over the cut nodes."""
     best = np.full(n_nodes, -np.inf)
     best[0] = 0.0
-    back: dict[int, _Piece] = {}
-    for piece in sorted(pieces[1:], key=lambda p: p.span):
-        p = float(probs[piece.row].max())
-        start, end = piece.span
-        if p >= MIN_PIECE_CONFIDENCE and best[start] + np.log(p) > best[end]:
-            best[end] = best[start] + np.log(p)
-            back[end] = piece
-    if best[-1] <= np.log(p_whole):
-        return [whole]
+    back: dict[int, int] = {}
+    for j in sorted(range(len(spans)), key=lambda j: spans[j]):
+        start, end = spans[j]
+        if sure[j] >= MIN_PIECE_CONFIDENCE and best[start] + np.log(sure[j]) > best[end]:
+            best[end] = best[start] + np.log(sure[j])
+            back[end] = j
+    if not np.isfinite(best[-1]) or best[-1] <= np.log(max(beat, 1e-12)):
+        return None
     chain, node = [], n_nodes - 1
     while node:
         chain.append(back[node])
-        node = back[node].span[0]
+        node = spans[back[node]][0]
     return chain[::-1]
 
 
-def _ink_box(piece: np.ndarray) -> tuple[int, int, int, int]:
-    """``(left, top, right, bottom)`` of the visible ink in a patch."""
-    present = piece > BBOX_LEVEL
+def _split(rows: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    return np.split(rows, np.cumsum(counts)[:-1])
+
+
+def _image_box(ink: np.ndarray, glyph: Glyph, scale: float) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` of the visible ink of a patch of ``glyph``, in source pixels."""
+    present = ink > BBOX_LEVEL
     rows, cols = np.flatnonzero(present.any(axis=1)), np.flatnonzero(present.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def _offset(box: tuple[int, int, int, int], top: int, left: int) -> tuple[int, int, int, int]:
-    return box[0] + left, box[1] + top, box[2] + left, box[3] + top
+    top, left = glyph.box[0], glyph.box[1]
+    box = (cols[0] + left, rows[0] + top, cols[-1] + 1 + left, rows[-1] + 1 + top)
+    return tuple(int(round(v * scale)) for v in box)  # type: ignore[return-value]
 
 
 def _compiled_call(model) -> Callable[[np.ndarray], np.ndarray]:

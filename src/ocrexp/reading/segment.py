@@ -84,7 +84,7 @@ def find_glyphs(ink: np.ndarray) -> list[Glyph]:
     groups = [g for g in groups if not marks.is_speck(g, height, biggest) and marks.height(g) >= MIN_HEIGHT]
     if not groups:
         raise NoDigitsError(f"no marks of digit size (at least {MIN_HEIGHT} pixels tall) found, only specks")
-    glyphs = [_cut_out(ink, labels, g + 1, marks.box(g)) for g in groups]
+    glyphs = [_cut_out(ink, labels, marks.ids[g], marks.box(g)) for g in groups]
     glyphs.sort(key=lambda g: (g.box[1] + g.box[3]) / 2)
     return glyphs
 
@@ -109,7 +109,9 @@ def _hysteresis_marks(ink: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 class _Marks:
-    """Connected components (ids 0..n-1) with their boxes and areas; groups are arrays of ids.
+    """The marks worth grouping, with their boxes and areas; a group is an array of indices
+    into them (``ids`` maps an index to its label). Dust never joins anything, so it is left
+    out from the start.
 
     Sizes are judged against the number's own digits: ``digit_height`` is the median height of
     the groups at least half as tall as the tallest (so neither a tall "1" nor the bar of a "5"
@@ -118,12 +120,15 @@ class _Marks:
 
     def __init__(self, labels: np.ndarray, n: int):
         self.labels = labels
+        area = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
+        keep = np.flatnonzero(area >= FRAGMENT_AREA * area.max())
         slices = ndimage.find_objects(labels)
-        self.area = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
-        self.top = np.array([s[0].start for s in slices])
-        self.bottom = np.array([s[0].stop for s in slices])
-        self.left = np.array([s[1].start for s in slices])
-        self.right = np.array([s[1].stop for s in slices])
+        self.ids = keep + 1
+        self.area = area[keep]
+        self.top = np.array([slices[i][0].start for i in keep])
+        self.bottom = np.array([slices[i][0].stop for i in keep])
+        self.left = np.array([slices[i][1].start for i in keep])
+        self.right = np.array([slices[i][1].stop for i in keep])
 
     def box(self, g: np.ndarray) -> tuple[int, int, int, int]:
         return int(self.top[g].min()), int(self.left[g].min()), int(self.bottom[g].max()), int(self.right[g].max())
@@ -139,20 +144,19 @@ class _Marks:
     def join_stacked(self) -> list[np.ndarray]:
         """Unions of marks that overlap horizontally and nearly touch vertically (to a fixpoint:
         a stroke may overlap a joined group without overlapping any one of its marks)."""
-        dust = self.area < FRAGMENT_AREA * self.area.max()  # a speck above a digit is not part of it
         groups = [np.array([i]) for i in range(len(self.area))]
         gap = STACK_GAP * float((self.bottom - self.top).max())
-        while True:
+        while len(groups) > 1:
             t, l_, b, r = (np.array(v) for v in zip(*(self.box(g) for g in groups)))
             x_overlap = np.minimum.outer(r, r) - np.maximum.outer(l_, l_)
             narrower = np.minimum.outer(r - l_, r - l_)
             y_gap = np.maximum.outer(t, t) - np.minimum.outer(b, b)
-            solid = np.array([not dust[g].all() for g in groups])
-            joined = (x_overlap >= MERGE_OVERLAP * narrower) & (y_gap <= gap) & np.outer(solid, solid)
+            joined = (x_overlap >= MERGE_OVERLAP * narrower) & (y_gap <= gap)
             n, group = connected_components(joined, directed=False)
             if n == len(groups):
-                return groups
+                break
             groups = [np.concatenate([groups[i] for i in np.flatnonzero(group == k)]) for k in range(n)]
+        return groups
 
     def attach_fragments(self, groups: list[np.ndarray]) -> list[np.ndarray]:
         """Join each broken-off stroke to the nearest glyph it could belong to, smallest first."""
@@ -190,7 +194,7 @@ class _Marks:
 
     def _pixels(self, g: np.ndarray) -> np.ndarray:
         t, l_, b, r = self.box(g)
-        return np.argwhere(np.isin(self.labels[t:b, l_:r], g + 1)) + (t, l_)
+        return np.argwhere(np.isin(self.labels[t:b, l_:r], self.ids[g])) + (t, l_)
 
 
 @dataclass(frozen=True)
