@@ -108,11 +108,14 @@ def test_raising_run_ends_failed_with_the_error_as_a_tag(project):
 
 
 def test_sigterm_ends_the_run_killed(project):
+    from ocrexp.tracking_store import ensure_store
+
+    ensure_store(project.tracking_uri)  # so that polling below never races the job's first migration
     proc = subprocess.Popen([str(BIN / "ocrexp-train"), "debug=fast", "trainer.epochs=50"], cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
-            runs = project.runs() if (project.root / "mlruns" / "mlflow.db").exists() else []
+            runs = project.runs()
             if runs and project.client().get_metric_history(runs[0].info.run_id, "val_accuracy"):
                 break
             time.sleep(1)
