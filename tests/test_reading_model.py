@@ -356,6 +356,15 @@ def test_read_benchmark_logs_number_and_digit_accuracy_to_the_run(digit_model, m
     assert "read/benchmark.json" in artifacts
 
 
+def test_ocrexp_eval_read_mode_records_number_accuracy_in_a_new_run(model_file, project):
+    proc = project.run("ocrexp-eval", f"model_uri={model_file}", "mode=read", "read.count=24", "read.length=[2,5]")
+    assert "read_number_accuracy=" in proc.stdout
+    (run,) = project.runs()
+    assert run.info.status == "FINISHED"
+    assert {"read_number_accuracy", "read_digit_accuracy", "read_length_accuracy"} <= set(run.data.metrics)
+    assert run.data.metrics["read_digit_accuracy"] >= 0.85
+
+
 def test_scores_count_dropped_extra_and_wrong_digits():
     from ocrexp.reading.benchmark import score_readings
 

@@ -2,6 +2,7 @@
 
     ocrexp-eval model_uri=runs:/<run_id>/model                # MNIST test set
     ocrexp-eval model_uri=models:/digits/3 dataset=mnist dataset.limit_test=1000
+    ocrexp-eval model_uri=runs:/<run_id>/model mode=read     # 1,000 generated 4-digit numbers
 
 ``ocrexp-eval`` records a new MLflow run tagged with (and linking to) the run that produced the
 model, holding the test metrics and plots.
@@ -69,6 +70,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                  "mlflow.note.content": f"Evaluation of the model from run [{source}](#/runs/{source})."}
     name = cfg.run_name or f"eval-{data.name}" + (f"-{source[:8]}" if source else "")
     with make_tracker(cfg, name, tags) as tracker:
+        if cfg.get("mode", "test") == "read":
+            return _read_numbers(cfg, model, data, tracker)
         report = test_report(model, scale_images(x, cfg.dataset.scale), y, cfg.batch_size)
         log_report(tracker, report, x, data.class_names, cfg.tracking.log_plots)
     print(f"test_accuracy={report['test_accuracy']:.4f} test_loss={report['test_loss']:.4f} "
@@ -76,10 +79,30 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
+# --- mode=read: reading whole numbers (issue 5; the logic lives in ocrexp.reading.benchmark) ---
+
+
+def _read_numbers(cfg: DictConfig, model, data, tracker) -> dict[str, Any]:
+    """Number and digit accuracy on ``cfg.read.count`` numbers composed from the test digits."""
+    from ocrexp.data.numbers import NumberStyle
+    from ocrexp.reading.benchmark import run_read_benchmark
+
+    read = cfg.read
+    length = read.length if isinstance(read.length, int) else tuple(read.length)
+    metrics = run_read_benchmark(model, count=read.count, length=length, seed=read.seed,
+                                 style=NumberStyle(touching=read.touching, noise=read.noise), digits=data,
+                                 pixel_scale=cfg.dataset.scale, batch_size=cfg.batch_size, tracker=tracker)
+    print(f"read_number_accuracy={metrics['read_number_accuracy']:.4f} "
+          f"read_digit_accuracy={metrics['read_digit_accuracy']:.4f} on {read.count} generated numbers"
+          + (f" | MLflow run {tracker.run_id}" if tracker.run_id else ""))
+    return metrics
+
+
 @hydra.main(config_path=str(conf_dir()), config_name="eval", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float:
     try:
-        return evaluate(cfg)["test_accuracy"]
+        report = evaluate(cfg)
+        return report.get("test_accuracy", report.get("read_number_accuracy"))
     except OcrexpError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
