@@ -18,7 +18,6 @@ cached atomically so later runs read one ``.npz``.
 from __future__ import annotations
 
 import sys
-import zipfile
 from dataclasses import replace
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,11 +25,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ocrexp import paths
 from ocrexp.data import idx
-from ocrexp.data.base import DigitData, content_digest
-from ocrexp.data.checksums import check_sha256, read_manifest, save_npz_atomic, sha256_bytes, sha256_file, write_manifest
+from ocrexp.data.base import DigitData
+from ocrexp.data.checksums import check_sha256, sha256_bytes, sha256_file
 from ocrexp.data.mnist import keras_cache_path
+from ocrexp.data.pinned import KEYS, PinnedDataset
 from ocrexp.errors import DataError
 
 NAME = "fashion_mnist"
@@ -38,7 +37,6 @@ CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CACHE_FILE = "fashion_mnist.npz"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
-KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 class IdxFile(NamedTuple):
@@ -67,6 +65,7 @@ FILES = {
 # content_digest(x_train, y_train, x_test, y_test) of (N, 28, 28, 1) uint8 images and int64 labels,
 # from Debian's files (first train labels 9 0 0 3 0 2 7 2 5 5; 6,000 per class in train, 1,000 in test).
 CONTENT_SHA256 = "e82adc0c97c6273e3db09f058ebe2cde03fe9e1df16f9d9054d558032e2a0f39"
+PINNED = PinnedDataset(NAME, "Fashion-MNIST", CLASS_NAMES, CONTENT_SHA256, CACHE_FILE)
 
 Progress = Callable[[str], None]
 
@@ -77,7 +76,7 @@ def load(cache_dir: str | Path | None = None, idx_dirs: Sequence[str | Path] = (
     ``cache_dir`` defaults to ``paths.data_dir()``; ``idx_dirs`` are folders holding the four IDX
     files (gzip or not), searched after the cache and before Keras' cache.
     """
-    return _find(_cache_path(cache_dir), idx_dirs, use_cache=True, report=_notice, quiet_hit=True)
+    return _find(PINNED.cache_path(cache_dir), idx_dirs, use_cache=True, report=_notice, quiet_hit=True)
 
 
 def fetch(cache_dir: str | Path | None = None, *, force: bool = False, progress: Progress | None = None,
@@ -86,7 +85,7 @@ def fetch(cache_dir: str | Path | None = None, *, force: bool = False, progress:
 
     Without ``force`` a valid cache is reused; with it, the cache is rebuilt from the IDX files.
     """
-    return _find(_cache_path(cache_dir), idx_dirs, use_cache=not force, report=progress or (lambda _m: None))
+    return _find(PINNED.cache_path(cache_dir), idx_dirs, use_cache=not force, report=progress or (lambda _m: None))
 
 
 def keras_dir() -> Path:
@@ -97,7 +96,7 @@ def keras_dir() -> Path:
 def _find(cache: Path, idx_dirs: Sequence[str | Path], *, use_cache: bool, report: Progress,
           quiet_hit: bool = False) -> DigitData:
     if use_cache:
-        data = _from_our_cache(cache)
+        data = PINNED.from_cache(cache)
         if data is not None:
             if not quiet_hit:
                 report(f"found a valid copy in {cache}")
@@ -148,56 +147,15 @@ def _read_verified(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
     return tuple(arrays)
 
 
-def _digit_data(arrays: tuple[np.ndarray, ...], cache: Path, origin: str) -> DigitData | None:
-    """Keras-layout arrays as ``DigitData``, or None when they fail the content digest."""
-    x_tr, y_tr, x_te, y_te = arrays
-    if x_tr.dtype != np.uint8 or x_te.dtype != np.uint8 or x_tr.ndim != 3 or x_te.ndim != 3:
-        return None
-    x_tr, x_te = x_tr[..., None], x_te[..., None]
-    y_tr, y_te = y_tr.astype(np.int64), y_te.astype(np.int64)
-    digest = content_digest(x_tr, y_tr, x_te, y_te)
-    if digest != CONTENT_SHA256:
-        return None
-    return DigitData(name=NAME, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
-                     class_names=list(CLASS_NAMES), checksum=digest, source=f"{cache} (from {origin})",
-                     extra={"path": str(cache), "origin": origin})
-
-
-def _from_our_cache(cache: Path) -> DigitData | None:
-    if not cache.is_file():
-        return None
-    manifest = read_manifest(cache) or {}
-    origin = str(manifest.get("origin") or "a file placed there by hand")
-    try:
-        with np.load(cache, allow_pickle=False) as npz:
-            data = _digit_data(tuple(npz[k] for k in KEYS), cache, origin)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        _notice(f"{cache} is unreadable ({exc}); rebuilding it")
-        return None
-    if data is None:
-        _notice(f"{cache} failed its checksum (content is not Fashion-MNIST as pinned); rebuilding it")
-        return None
-    if manifest.get("content_sha256") != data.checksum or manifest.get("file_sha256") != sha256_file(cache):
-        write_manifest(cache, dataset=NAME, content_sha256=data.checksum, origin=origin)
-    return data
-
-
 def _write_cache(cache: Path, arrays: tuple[np.ndarray, ...], origin: str, report: Progress) -> DigitData:
-    data = _digit_data(arrays, cache, origin)
-    if data is None:  # unreachable when the file checks passed; kept as the last line of defence
-        raise DataError(f"Fashion-MNIST from {origin} does not match the pinned content digest {CONTENT_SHA256}.")
+    data = PINNED.verified(arrays, cache, origin)  # the file checks passed: the last line of defence
     try:
-        save_npz_atomic(cache, dict(zip(KEYS, arrays)))
-        write_manifest(cache, dataset=NAME, content_sha256=data.checksum, origin=origin)
+        PINNED.save(cache, arrays, data, origin)
     except OSError as exc:  # a read-only data dir costs a re-conversion next time, nothing more
         report(f"could not write the cache {cache} ({exc}); using the files directly")
         return replace(data, source=origin, extra={"path": origin, "origin": origin})
     report(f"cached in {cache}")
     return data
-
-
-def _cache_path(cache_dir: str | Path | None) -> Path:
-    return (Path(cache_dir).expanduser() if cache_dir is not None else paths.data_dir()) / CACHE_FILE
 
 
 def _notice(message: str) -> None:

