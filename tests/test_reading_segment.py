@@ -137,3 +137,16 @@ def test_numbers_style_with_touching_pairs_makes_wide_glyphs(mnist):
     numbers = generate_numbers(mnist.x_test, mnist.y_test, 40, seed=2, length=2, style=NumberStyle(touching=1.0))
     singles = [len(find_glyphs(to_ink(load_image(im)))) == 1 for im in numbers.images]
     assert np.mean(singles) > 0.8  # touching digits are one connected mark
+
+
+def test_uneven_lighting_is_flattened_before_segmenting(mnist):
+    numbers = generate_numbers(mnist.x_test, mnist.y_test, 60, seed=4, length=4)
+    right = 0
+    for image in numbers.images:
+        h, w = image.shape
+        shade = np.linspace(0, 120, w)[None, :] + np.linspace(0, 60, h)[:, None]  # a photo's falloff
+        shaded = np.clip(image - shade, 0, 255).astype(np.uint8)
+        ink = to_ink(load_image(shaded))
+        assert np.percentile(ink, 50) == 0.0  # the dark corner is still paper, not ink
+        right += len(find_glyphs(ink)) == 4
+    assert right >= 57

@@ -18,6 +18,8 @@ from ocrexp.reading.errors import NoDigitsError
 BOX_RATIO = 20 / 28
 #: Ink below this (on 0-1) is anti-aliasing haze, not part of the digit's bounding box.
 BBOX_LEVEL = 0.05
+#: Lighting counts as uneven when the paper's shade varies across the image by more than this.
+UNEVEN_LIGHTING = 0.08
 #: Anti-aliased resampling, like the area averaging that made MNIST grey levels from binary scans.
 RESAMPLING = Image.Resampling.BILINEAR
 
@@ -42,13 +44,17 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 def to_ink(gray: np.ndarray) -> np.ndarray:
     """Ink intensity in [0, 1]: 0 on the paper, 1 at full pen pressure (MNIST polarity).
 
-    The paper is the image's median shade (it covers most of any picture of a number); dark ink
-    on light paper is inverted. The paper's own grain (three robust standard deviations) is
-    removed and the strokes' typical intensity is stretched to 1.
+    The paper is the image's median shade (it covers most of any picture of a number), taken
+    locally where the lighting is uneven (a photo's shading); dark ink on light paper is
+    inverted. The paper's own grain (three robust standard deviations) is removed and the
+    strokes' typical intensity is stretched to 1.
     """
     g = np.asarray(gray, dtype=np.float32)
-    paper = _median01(g)
-    dark_ink = paper >= (float(g.min()) + float(g.max())) / 2
+    median = _median01(g)
+    dark_ink = median >= (float(g.min()) + float(g.max())) / 2
+    paper = _uneven_paper(g, dark_ink)
+    if paper is None:
+        paper = median
     signed = (paper - g) if dark_ink else (g - paper)
     grain = 3.0 * 1.4826 * _median01(np.abs(signed))
     ink = np.clip(signed - grain, 0.0, None)
@@ -57,6 +63,24 @@ def to_ink(gray: np.ndarray) -> np.ndarray:
     if level <= 0.0:
         raise NoDigitsError("no ink found: the image has no marks darker or lighter than its paper")
     return np.clip(ink / level, 0.0, 1.0)
+
+
+def _uneven_paper(gray: np.ndarray, dark_ink: bool) -> np.ndarray | None:
+    """The paper's shade at every pixel if the lighting varies across the image, else None.
+
+    The image is cut into blocks a third of its smaller side; in each, the paper is the 90th
+    percentile of brightness (the 10th for light ink), which stays paper even where a thick
+    digit covers most of the block. The block shades, interpolated, are the paper everywhere.
+    """
+    h, w = gray.shape
+    block = max(1, min(h, w) // 3)
+    rows, cols = max(1, h // block), max(1, w // block)
+    cells = gray[:rows * block, :cols * block].reshape(rows, block, cols, block).transpose(0, 2, 1, 3)
+    paper = np.percentile(cells.reshape(rows, cols, -1), 90 if dark_ink else 10, axis=2).astype(np.float32)
+    if float(paper.max() - paper.min()) < UNEVEN_LIGHTING:
+        return None
+    full = Image.fromarray(paper).resize((w, h), Image.Resampling.BILINEAR)
+    return np.asarray(full, np.float32)
 
 
 def _median01(values: np.ndarray, bins: int = 2048) -> float:
