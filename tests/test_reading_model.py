@@ -374,8 +374,12 @@ def test_scores_count_dropped_extra_and_wrong_digits():
     assert scores["length_accuracy"] == pytest.approx(0.4) and scores["failed"] == 1
 
 
-def test_a_training_run_logs_the_reader_beside_the_keras_model(trained):
+def test_a_training_run_logs_the_reader_and_predict_reads_with_its_model_uri(trained, clean_numbers, tmp_path):
     project, run_id = trained
     with _store(project.tracking_uri) as mlflow:
         model = mlflow.pyfunc.load_model(f"runs:/{run_id}/reader")
     assert model.metadata.get_input_schema().input_names() == ["image"]
+    Image.fromarray(clean_numbers.images[0]).save(tmp_path / "scan.png")
+    proc = project.run("ocrexp", "predict", "--model", f"runs:/{run_id}/model", str(tmp_path / "scan.png"))
+    name, number, confidence = proc.stdout.split()
+    assert name == str(tmp_path / "scan.png") and number.isdigit() and confidence.startswith("(")
