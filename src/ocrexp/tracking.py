@@ -198,7 +198,7 @@ class RunTracker:
                        "n_train": len(splits.x_train), "n_val": len(splits.x_val),
                        "n_test": len(splits.x_test)}, "dataset.json")
 
-    def log_model(self, model, input_example) -> str:
+    def log_model(self, model, input_example, *, class_names=None, pixel_scale: float = 255.0) -> str:
         """The Keras model (``model/``) with signature and input example; returns its URI."""
         import mlflow
         from mlflow.models import infer_signature
@@ -212,7 +212,7 @@ class RunTracker:
         except ImportError:
             pass
         else:
-            log_reader(model, name="reader")
+            log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale)
         return info.model_uri
 
     def keras_callback(self):

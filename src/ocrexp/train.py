@@ -83,7 +83,8 @@ def evaluate_and_log(cfg: DictConfig, model, splits, class_names, history, track
 
         tracker.log_figure(plots.learning_curves(history), "plots/learning_curves.png")
     if cfg.tracking.log_model:
-        tracker.log_model(model, scale_images(splits.x_test[:4], cfg.dataset.scale))
+        tracker.log_model(model, scale_images(splits.x_test[:4], cfg.dataset.scale),
+                          class_names=list(class_names), pixel_scale=cfg.dataset.scale)
     return report
 
 
