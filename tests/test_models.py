@@ -198,16 +198,24 @@ def test_init_from_a_registered_model_finds_its_run(source_run):
     assert tags["ocrexp.source_run_id"] == run_id
 
 
-def test_init_from_with_another_class_count_swaps_the_head_and_can_freeze_the_features(source_run, tmp_path):
-    _, _, source = source_run
-    path = tmp_path / "mnist.keras"
-    source.save(path)
-    model, tags = build_model(make(f"model.init_from={path}", "model.freeze_features=true").model, (28, 28, 1), 5)
+def test_init_from_a_logged_run_with_another_class_count_swaps_the_head_and_can_freeze_features(source_run):
+    project, run_id, source = source_run
+    cfg = make(f"model.init_from=runs:/{run_id}/model", "model.freeze_features=true")
+    model, tags = build_model(cfg.model, (28, 28, 1), 5, project.tracking_uri)
     assert model.output_shape == (None, 5) and tags["ocrexp.init_from.head_replaced"] == "true"
-    assert "ocrexp.source_run_id" not in tags
+    assert tags["ocrexp.source_run_id"] == run_id
     assert weights_equal(model.weights[:-2], source.weights[:-2])  # every layer but the head is kept
     assert [w.name for w in model.trainable_weights] == ["kernel", "bias"]
     assert model.trainable_weights[0].shape == (128, 5)
+
+
+def test_init_from_a_keras_file_records_the_file(source_run, tmp_path):
+    _, _, source = source_run
+    path = tmp_path / "mnist.keras"
+    source.save(path)
+    model, tags = build_model(make(f"model.init_from={path}").model, (28, 28, 1), 10)
+    assert weights_equal(model.weights, source.weights) and tags["ocrexp.init_from"] == str(path)
+    assert "ocrexp.source_run_id" not in tags
 
 
 def test_init_from_images_of_another_size_is_refused_with_one_sentence(source_run, tmp_path):
