@@ -80,5 +80,13 @@ def trained(tmp_path_factory, mnist) -> tuple[Project, str]:
 
 
 @pytest.fixture
+def keras_home(tmp_path, monkeypatch) -> Path:
+    """An empty ``KERAS_HOME``, so a developer's ~/.keras never decides a test's outcome."""
+    home = tmp_path / "keras_home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
+
+
+@pytest.fixture
 def project(tmp_path) -> Project:
     return Project(tmp_path)

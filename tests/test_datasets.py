@@ -38,12 +38,7 @@ def assert_one_sentence(exc: pytest.ExceptionInfo, *must_name: object) -> str:
     return msg
 
 
-@pytest.fixture(autouse=True)
-def empty_keras_home(tmp_path, monkeypatch) -> Path:
-    """No developer's ~/.keras decides an outcome."""
-    home = tmp_path / "keras_home"
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("keras_home")  # conftest: an empty KERAS_HOME per test
 
 
 # ---------------------------------------------------------------- Fashion-MNIST
@@ -111,10 +106,10 @@ def test_fashion_mnist_tampered_cache_is_rebuilt_from_the_idx_files(fashion, tmp
 
 
 @needs_debian
-def test_fashion_mnist_from_keras_cache_checks_decompressed_copies(fashion, empty_keras_home, tmp_path):
+def test_fashion_mnist_from_keras_cache_checks_decompressed_copies(fashion, keras_home, tmp_path):
     # Keras' folder, with the label files gunzipped (so they are checked by their IDX sha256)
     labels = {n: debian_raw(n) for n in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")}
-    fashion_files_linked(empty_keras_home / "datasets" / "fashion-mnist", **labels)
+    fashion_files_linked(keras_home / "datasets" / "fashion-mnist", **labels)
     data = fashion_mnist.load(tmp_path / "cache", idx_dirs=[])
     assert data.checksum == fashion.checksum and "fashion-mnist" in data.extra["origin"]
 
@@ -134,11 +129,11 @@ def test_fashion_mnist_corrupt_file_is_refused_before_it_is_parsed(tmp_path, mon
     assert str(bad_file) not in parsed and not (tmp_path / "cache" / fashion_mnist.CACHE_FILE).exists()
 
 
-def test_fashion_mnist_missing_everywhere_says_how_to_install_it(tmp_path, empty_keras_home):
+def test_fashion_mnist_missing_everywhere_says_how_to_install_it(tmp_path, keras_home):
     with pytest.raises(DataError) as exc:
         fashion_mnist.load(tmp_path / "cache", idx_dirs=[tmp_path / "nowhere"])
     assert_one_sentence(exc, "apt-get install dataset-fashion-mnist", tmp_path / "nowhere",
-                        empty_keras_home / "datasets" / "fashion-mnist", "train-images-idx3-ubyte.gz")
+                        keras_home / "datasets" / "fashion-mnist", "train-images-idx3-ubyte.gz")
 
 
 def test_fashion_mnist_incomplete_file_set_names_the_missing_files(tmp_path):

@@ -27,12 +27,7 @@ from ocrexp.errors import DataError
 # ---------------------------------------------------------------- fixtures (local to this file)
 
 
-@pytest.fixture(autouse=True)
-def keras_home(tmp_path, monkeypatch) -> Path:
-    """An empty Keras home, so a developer's ~/.keras never decides a test's outcome."""
-    home = tmp_path / "keras_home"
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("keras_home")  # conftest: an empty KERAS_HOME per test
 
 
 @pytest.fixture(scope="session")

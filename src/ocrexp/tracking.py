@@ -95,6 +95,8 @@ class RunTracker:
         import mlflow
 
         ensure_store(self.uri)
+        # set_tracking_uri also exports MLFLOW_TRACKING_URI; put the caller's value back on exit
+        self._env_uri = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
         self.client = mlflow.MlflowClient(self.uri)
         exp_id = get_experiment_id(self.client, self.cfg.tracking.experiment_name)
@@ -122,6 +124,10 @@ class RunTracker:
             self.client.set_tag(self.run_id, "ocrexp.error", f"{exc_type.__name__}: {exc}"[:5000])
             status = "FAILED"
         mlflow.end_run(status=status)
+        if self._env_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = self._env_uri
         return False
 
     def _default_tags(self) -> dict[str, str]:

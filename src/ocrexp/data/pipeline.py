@@ -3,7 +3,7 @@
 The validation split is drawn from the training images with a permutation seeded by ``seed``,
 so it is the same in every run with the same seed, and the test set is never touched until
 the final evaluation. Images stay uint8 in the cache; scaling and one-hot encoding happen per
-batch (vectorised), and augmentation, when configured, only on the training stream.
+batch (vectorised); augmentation lives in the model graph (ocrexp.augment), not here.
 """
 
 from __future__ import annotations
@@ -52,12 +52,8 @@ def split(data: DigitData, validation_split: float, seed: int,
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, num_classes: int, scale: float,
-                 shuffle_seed: int | None = None, augment=None):
-    """A cached, (optionally) shuffled, batched, scaled and prefetched ``tf.data.Dataset``.
-
-    ``augment`` is a callable on a float batch (e.g. a Keras preprocessing model); pass it only for
-    the training stream.
-    """
+                 shuffle_seed: int | None = None):
+    """A cached, (optionally) shuffled, batched, scaled and prefetched ``tf.data.Dataset``."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).cache()
@@ -67,8 +63,6 @@ def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, num_classes: 
 
     def prepare(images, labels):
         images = tf.cast(images, tf.float32) / scale
-        if augment is not None:
-            images = augment(images, training=True)
         return images, tf.one_hot(labels, num_classes)
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
