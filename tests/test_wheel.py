@@ -1,0 +1,72 @@
+"""The built wheel works on its own: configs, experiments and Hydra plugins travel inside it.
+
+The checkout's editable install hides packaging mistakes (``conf/`` is found next to ``src/``),
+so this builds the real wheel with pip, installs it into a fresh virtual environment whose only
+other packages are this environment's dependencies, and runs it from a directory outside the
+checkout.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+                   check=True, timeout=600)
+    (built,) = out.glob("ocrexp-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """A venv with the wheel installed and this environment's site-packages (the dependencies)
+    on its path, without the editable install's finder (a plain path entry runs no .pth files)."""
+    env = tmp_path_factory.mktemp("venv")
+    venv.EnvBuilder(with_pip=False).create(env)
+    python = env / "bin" / "python"
+    site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                        text=True).strip())
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, timeout=300)
+    return python
+
+
+def test_wheel_carries_configs_and_experiments(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for member in ("ocrexp/conf/config.yaml", "ocrexp/conf/model/cnn_bn.yaml", "ocrexp/experiments/mnist_best.yaml",
+                   "hydra_plugins/ocrexp_optuna_sweeper/sweeper.py", "hydra_plugins/ocrexp_experiments/__init__.py"):
+        assert member in names, member
+
+
+def _run(python: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(python), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_installed_wheel_composes_experiments_outside_the_checkout(installed, tmp_path):
+    where = _run(installed, tmp_path, "-c", "import ocrexp.paths as p; print(p.PACKAGE_DIR, p.conf_dir())")
+    package_dir, conf = where.stdout.split()
+    assert str(REPO) not in package_dir and conf == f"{package_dir}/conf", where.stdout + where.stderr
+
+    job = _run(installed, tmp_path, "-m", "ocrexp.train", "experiment=mnist_best", "--cfg", "job", "--resolve")
+    assert job.returncode == 0, job.stderr
+    assert "cnn_bn" in job.stdout and "- 16" in job.stdout  # the experiment's model and its filters
+    assert f"root_dir: {tmp_path}" in job.stdout  # outside a checkout the project root is the cwd
+
+
+def test_installed_wheel_registers_the_optuna_sweeper(installed, tmp_path):
+    info = _run(installed, tmp_path, "-m", "ocrexp.train", "--info", "plugins")
+    assert info.returncode == 0, info.stderr
+    assert "OcrexpOptunaSweeper" in info.stdout and "ExperimentsSearchPath" in info.stdout
