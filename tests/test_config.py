@@ -118,3 +118,24 @@ def test_bad_value_exits_before_tensorflow_with_one_line_and_no_run(tmp_path):
     assert lines == ["error: trainer.epochs=0 is not allowed: use a positive number of epochs."]
     assert "TF_NOT_LOADED" in proc.stderr
     assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("trainer.epoch=3", "error: trainer.epoch is not a setting (did you mean trainer.epochs?): add `--cfg job` to "
+                        "list them all; to add a new key, write +trainer.epoch=3."),
+    ("model=cnn_nb", "error: model=cnn_nb is not a known model (did you mean cnn_bn?): choose from cnn, cnn_bn, vgg16."),
+    ("trainer.epochs=ten", "error: trainer.epochs=ten: Value 'ten' of type 'str' could not be converted to Integer."),
+    ("trainer.batch_size=[1", "error: could not parse the override 'trainer.batch_size=[1': no viable alternative at "
+                              "input '[1' (the syntax: https://hydra.cc/docs/advanced/override_grammar/basic/)."),
+])
+def test_command_line_mistakes_are_one_line_with_usage_status(tmp_path, override, expected):
+    proc = _cli(override, cwd=tmp_path)
+    lines = [ln for ln in proc.stderr.splitlines() if ln and ln != "TF_NOT_LOADED"]
+    assert (proc.returncode, lines) == (2, [expected])
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_hydra_full_error_still_gives_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    proc = _cli("trainer.epoch=3", cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigCompositionException" in proc.stderr

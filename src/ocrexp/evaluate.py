@@ -18,6 +18,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from ocrexp import config
+from ocrexp.cli_errors import one_line_errors
 from ocrexp.errors import OcrexpError
 from ocrexp.paths import conf_dir
 
@@ -110,7 +111,8 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Console entry point (``ocrexp-eval``)."""
-    _hydra_main()
+    with one_line_errors():
+        _hydra_main()
 
 
 if __name__ == "__main__":

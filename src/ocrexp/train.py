@@ -20,6 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ocrexp import config
+from ocrexp.cli_errors import one_line_errors
 from ocrexp.errors import OcrexpError
 from ocrexp.paths import conf_dir
 
@@ -139,7 +140,8 @@ def _hydra_main(cfg: DictConfig) -> float | list[float]:
 def main() -> None:
     """Console entry point (``ocrexp-train``)."""
     signal.signal(signal.SIGTERM, _terminate)  # end the MLflow run as KILLED, like Ctrl-C
-    _hydra_main()
+    with one_line_errors():
+        _hydra_main()
 
 
 if __name__ == "__main__":
