@@ -150,3 +150,18 @@ def test_uneven_lighting_is_flattened_before_segmenting(mnist):
         assert np.percentile(ink, 50) == 0.0  # the dark corner is still paper, not ink
         right += len(find_glyphs(ink)) == 4
     assert right >= 57
+
+
+def test_a_tightly_cropped_digit_reads_like_one_with_a_wide_margin(mnist):
+    # The same glyphs (the generator draws them before the margin) with 2 px or ~70% of a digit
+    # height of paper around them: a digit covering much of its image must neither lose its
+    # strokes as "grain" nor be missed.
+    def fields(margin):
+        style = NumberStyle(margin=(margin, margin))
+        numbers = generate_numbers(mnist.x_test, mnist.y_test, 150, seed=3, length=1, style=style)
+        return [find_glyphs(to_ink(load_image(image))) for image in numbers.images]
+
+    tight, wide = fields(0.0), fields(0.7)
+    assert all(len(t) == len(w) == 1 for t, w in zip(tight, wide))
+    diffs = np.array([np.abs(normalize_digit(t[0].ink) - normalize_digit(w[0].ink)).mean() for t, w in zip(tight, wide)])
+    assert diffs.mean() < 0.025 and diffs.max() < 0.15

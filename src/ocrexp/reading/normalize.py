@@ -44,19 +44,25 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 def to_ink(gray: np.ndarray) -> np.ndarray:
     """Ink intensity in [0, 1]: 0 on the paper, 1 at full pen pressure (MNIST polarity).
 
-    The paper is the image's median shade (it covers most of any picture of a number), taken
-    locally where the lighting is uneven (a photo's shading); dark ink on light paper is
-    inverted. The paper's own grain (three robust standard deviations) is removed and the
-    strokes' typical intensity is stretched to 1.
+    Polarity comes from the image's median shade (paper covers most of any picture of a
+    number): dark ink on light paper is inverted. The paper is the median shade of the pixels on
+    its side of Otsu's split (so even a digit filling a tight crop does not darken it), taken
+    locally where the lighting is uneven (a photo's shading). The paper's own grain (three
+    robust standard deviations) is removed and the strokes' typical intensity is stretched to 1.
     """
     g = np.asarray(gray, dtype=np.float32)
     median = _median01(g)
     dark_ink = median >= (float(g.min()) + float(g.max())) / 2
     paper = _uneven_paper(g, dark_ink)
     if paper is None:
-        paper = median
+        cut = otsu_threshold(g)
+        side = g[g > cut] if dark_ink else g[g <= cut]
+        paper = _median01(side) if side.size else median
     signed = (paper - g) if dark_ink else (g - paper)
-    grain = 3.0 * 1.4826 * _median01(np.abs(signed))
+    # Grain is measured on the paper's pixels only (Otsu's split), so that a digit filling much
+    # of a tightly cropped image does not pass for grain and get stripped away.
+    on_paper = signed[signed <= otsu_threshold(np.clip(signed, 0.0, None))]
+    grain = 3.0 * 1.4826 * _median01(np.abs(on_paper))
     ink = np.clip(signed - grain, 0.0, None)
     strokes = ink[ink > otsu_threshold(ink)]
     level = float(np.percentile(strokes, 90)) if strokes.size else float(ink.max())
