@@ -23,9 +23,11 @@ USAGE_EXIT = 2
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Within this block, Hydra's command-line and composition errors print as one line."""
-    from hydra._internal import utils
-
-    original = getattr(utils, "run_and_report", None)  # Hydra's reporter; absent: keep Hydra's output
+    try:
+        from hydra._internal import utils
+    except ImportError:  # a private module: if a Hydra release moves it, keep Hydra's own output
+        utils = None
+    original = getattr(utils, "run_and_report", None)
     if original is None:
         yield
         return
