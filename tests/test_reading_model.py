@@ -114,6 +114,34 @@ def test_composed_numbers_are_read_left_to_right_with_boxes(reader, clean_number
         assert reading.confidence == pytest.approx(np.prod([d.confidence for d in reading.digits]))
 
 
+
+def test_a_model_of_images_without_a_channel_axis_reads_the_same(digit_model, reader, clean_numbers):
+    import keras
+
+    from ocrexp.reading import NumberReader
+
+    images = keras.Input((28, 28))
+    flat = keras.Model(images, digit_model(keras.layers.Reshape((28, 28, 1))(images)))  # same weights
+    expected = [r.number for r in reader.read(clean_numbers.images[:20])]
+    assert [r.number for r in NumberReader(flat).read(clean_numbers.images[:20])] == expected
+
+
+def test_a_model_that_does_not_take_square_images_is_one_sentence(model_file, scans_dir, tmp_path, capsys):
+    import keras
+
+    from ocrexp.cli import main as ocrexp
+
+    vector = tmp_path / "vector.keras"
+    keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation="softmax")]).save(vector)
+    not_a_model = tmp_path / "text.keras"
+    not_a_model.write_text("not a model")
+    d, _ = scans_dir
+    for path, says in ((vector, "takes inputs of shape (784,)"), (not_a_model, "could not be loaded as a Keras model")):
+        assert ocrexp(["predict", "--model", str(path), str(d)]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and err[0].startswith("error: ") and says in err[0]
+
+
 def test_wide_touching_pairs_are_cut_in_two(mnist, reader):
     from ocrexp.reading import find_glyphs, load_image, to_ink
 

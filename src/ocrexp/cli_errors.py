@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 USAGE_EXIT = 2
 
@@ -36,17 +36,23 @@ def one_line_errors() -> Iterator[None]:
         try:
             return func()
         except Exception as exc:
-            message = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else describe(exc)
+            error = exc  # `exc` is unbound once the except block ends
+            message = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else describe(error)
             if message is None:
-                return original(lambda: _reraise(exc))
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(USAGE_EXIT)
+                return original(lambda: _reraise(error))
+            exit_with_error(message)
 
     utils.run_and_report = report
     try:
         yield
     finally:
         utils.run_and_report = original
+
+
+def exit_with_error(message: str) -> NoReturn:
+    """End the command with ``error: <message>`` on stderr and the usage exit status."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USAGE_EXIT)
 
 
 def describe(exc: BaseException) -> str | None:

@@ -10,7 +10,6 @@ model, holding the test metrics and plots.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Mapping
 
 import hydra
@@ -18,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from ocrexp import config
-from ocrexp.cli_errors import one_line_errors
+from ocrexp.cli_errors import exit_with_error, one_line_errors
 from ocrexp.errors import OcrexpError
 from ocrexp.paths import conf_dir
 
@@ -105,8 +104,7 @@ def _hydra_main(cfg: DictConfig) -> float:
         report = evaluate(cfg)
         return report.get("test_accuracy", report.get("read_number_accuracy"))
     except OcrexpError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(str(exc))
 
 
 def main() -> None:

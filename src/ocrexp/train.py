@@ -12,7 +12,6 @@ and config errors answer at once.
 from __future__ import annotations
 
 import signal
-import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -20,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ocrexp import config
-from ocrexp.cli_errors import one_line_errors
+from ocrexp.cli_errors import exit_with_error, one_line_errors
 from ocrexp.errors import OcrexpError
 from ocrexp.paths import conf_dir
 
@@ -133,8 +132,7 @@ def _hydra_main(cfg: DictConfig) -> float | list[float]:
     except OcrexpError as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failure and goes on
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(str(exc))
 
 
 def main() -> None:

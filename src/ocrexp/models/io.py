@@ -26,7 +26,11 @@ def load_model(uri: str, tracking_uri: str | None = None):
         path = found[0]
     if path.suffix not in MODEL_SUFFIXES:
         raise OcrexpError(f"{uri} is not a Keras model file (expected one of {', '.join(MODEL_SUFFIXES)}).")
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras and h5py raise ValueError, OSError, TypeError... on a bad file
+        detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise OcrexpError(f"{uri} could not be loaded as a Keras model: {detail}") from None
 
 
 def _download(uri: str, tracking_uri: str | None) -> Path:

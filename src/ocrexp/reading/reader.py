@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ocrexp.errors import OcrexpError
 from ocrexp.reading.decode import DEFAULT_MAX_PIXELS, ImageSource, decode
 from ocrexp.reading.errors import ImageError, NoDigitsError
 from ocrexp.reading.normalize import BBOX_LEVEL, normalize_digit, to_ink
@@ -121,7 +122,8 @@ def _prepare_or_error(source: ImageSource, size: int, max_pixels: int) -> Prepar
 
 
 class NumberReader:
-    """Reads numbers with a Keras digit classifier (inputs ``(N, H, W, C)`` scaled by ``1/pixel_scale``).
+    """Reads numbers with a Keras classifier of square digit images, ``(S, S)`` or ``(S, S, C)``,
+    whose pixels were scaled by ``1/pixel_scale`` in training.
 
     ``class_names`` label the model's outputs (default ``"0"``, ``"1"``, ...). ``batch_size`` is
     the number of digit images per model call.
@@ -129,15 +131,17 @@ class NumberReader:
 
     def __init__(self, model, *, class_names: Sequence[str] | None = None, pixel_scale: float = 255.0,
                  batch_size: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS):
-        height, width, channels = (int(d) for d in model.input_shape[1:])
-        if height != width:
-            raise ValueError(f"the digit model must take square images, not {height}x{width}")
+        shape = tuple(model.input_shape[1:])
+        if len(shape) not in (2, 3) or None in shape or shape[0] != shape[1]:
+            raise OcrexpError(f"the digit model takes inputs of shape {shape}; reading numbers needs a model "
+                              "of square images, (N, N) or (N, N, channels), such as the ones ocrexp-train makes")
         num_classes = int(model.output_shape[-1])
         self.model = model
-        self.size, self.channels = height, channels
+        # channels None: the model takes (N, N) images without a channel axis
+        self.size, self.channels = int(shape[0]), (int(shape[2]) if len(shape) == 3 else None)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for a model with {num_classes} outputs")
+            raise OcrexpError(f"{len(self.class_names)} class names for a model with {num_classes} outputs")
         self.input_gain = 255.0 / float(pixel_scale)
         self.batch_size = int(batch_size)
         self.max_pixels = int(max_pixels)
@@ -145,9 +149,9 @@ class NumberReader:
 
     def predict_fields(self, fields: np.ndarray) -> np.ndarray:
         """Class probabilities for ``(N, size, size)`` ink fields in [0, 1], ``batch_size`` per model call."""
-        x = np.asarray(fields, np.float32)[..., None] * np.float32(self.input_gain)
-        if self.channels != 1:
-            x = np.repeat(x, self.channels, axis=-1)
+        x = np.asarray(fields, np.float32) * np.float32(self.input_gain)
+        if self.channels is not None:
+            x = np.repeat(x[..., None], self.channels, axis=-1)
         out = [self._call(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
