@@ -1,5 +1,5 @@
 # Quick start: `make train` (set up and train the default experiment), `make test` (set up and test).
-# Extra arguments: make train ARGS="experiment=seed_augmented trainer.epochs=3"
+# Extra arguments: make train ARGS="experiment=tutorial_augmented trainer.epochs=3"
 #                  make test PYTEST_ARGS="-k config"
 PYTHON ?= python3
 VENV ?= .venv

@@ -1,7 +1,7 @@
-"""Seconds per epoch: the seed tutorial's code path against ocrexp's training pipeline.
+"""Seconds per epoch: the Keras tutorial's code path against ocrexp's training pipeline.
 
-Both train the seed CNN at batch 64 on the same 48,000 MNIST training images and validate on the
-same 12,000 every epoch. The seed path is the tutorial's own: float arrays scaled up front, one-hot
+Both train the tutorial CNN at batch 64 on the same 48,000 MNIST training images and validate on the
+same 12,000 every epoch. The tutorial path is the tutorial's own: float arrays scaled up front, one-hot
 labels, ``model.fit(x, y, validation_split=0.2)``. The ocrexp path is ``ocrexp.data.pipeline``
 (uint8 cache, per-batch scaling, prefetch). Epochs alternate between the two in one process so
 that machine noise hits both alike; the first epoch of each (tracing) is reported separately.
@@ -18,13 +18,13 @@ import time
 import numpy as np
 
 
-def seed_cnn_compiled(steps_per_execution: int = 1):
+def tutorial_cnn_compiled(steps_per_execution: int = 1):
     import keras
 
-    from ocrexp.models.cnn import seed_cnn
+    from ocrexp.models.cnn import tutorial_cnn
 
     keras.utils.set_random_seed(0)
-    model = seed_cnn((28, 28, 1), 10)
+    model = tutorial_cnn((28, 28, 1), 10)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
                   metrics=["accuracy"], steps_per_execution=steps_per_execution)
     return model
@@ -43,7 +43,7 @@ def main() -> None:
 
     data = mnist.load()
     n_val = 12_000
-    # Seed tutorial: x/255 as float32, one-hot labels, Keras takes the last 20% for validation.
+    # Keras tutorial: x/255 as float32, one-hot labels, Keras takes the last 20% for validation.
     x = data.x_train.astype("float32") / 255.0
     y = keras.utils.to_categorical(data.y_train, 10)
     # ocrexp: the same images and the same validation images, through tf.data.
@@ -51,10 +51,10 @@ def main() -> None:
                             scale=255.0, shuffle_seed=0)
     val_ds = make_dataset(data.x_train[-n_val:], data.y_train[-n_val:], batch_size=64, num_classes=10, scale=255.0)
 
-    seed_model = seed_cnn_compiled()
-    ocrexp_model = seed_cnn_compiled(args.steps_per_execution)
+    tutorial_model = tutorial_cnn_compiled()
+    ocrexp_model = tutorial_cnn_compiled(args.steps_per_execution)
     runs = {
-        "seed": lambda: seed_model.fit(x, y, batch_size=64, epochs=1, validation_split=0.2, verbose=0),
+        "tutorial": lambda: tutorial_model.fit(x, y, batch_size=64, epochs=1, validation_split=0.2, verbose=0),
         "ocrexp": lambda: ocrexp_model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -68,9 +68,9 @@ def main() -> None:
     print(f"\n{'path':>8} {'first':>8} {'min':>8} {'median':>8}  (s/epoch, first epoch excluded from min/median)")
     for name, t in times.items():
         print(f"{name:>8} {t[0]:8.2f} {min(t[1:]):8.2f} {statistics.median(t[1:]):8.2f}")
-    ratio_min = min(times["seed"][1:]) / min(times["ocrexp"][1:])
-    ratio_med = statistics.median(times["seed"][1:]) / statistics.median(times["ocrexp"][1:])
-    print(f"speed-up of ocrexp over the seed path: {ratio_min:.2f}x (min), {ratio_med:.2f}x (median)")
+    ratio_min = min(times["tutorial"][1:]) / min(times["ocrexp"][1:])
+    ratio_med = statistics.median(times["tutorial"][1:]) / statistics.median(times["ocrexp"][1:])
+    print(f"speed-up of ocrexp over the tutorial path: {ratio_min:.2f}x (min), {ratio_med:.2f}x (median)")
 
 
 if __name__ == "__main__":

@@ -23,16 +23,11 @@ EPOCH_IMAGES = 54_000
 
 def build(variant: str, num_classes: int = 10):
     """``"cnn_bn model.dropout=0.2 ..."`` -> a Keras model from conf/model/cnn_bn.yaml with overrides."""
-    from hydra import compose, initialize_config_dir
-
-    import ocrexp.config  # noqa: F401  (registers the config schema)
+    from ocrexp.config import compose
     from ocrexp.models import build_model
-    from ocrexp.paths import conf_dir
 
     name, *rest = variant.split()
-    overrides = [f"model={name}", *rest]
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose(f"model={name}", *rest)
     model, _ = build_model(cfg.model, (28, 28, 1), num_classes)
     return model
 

@@ -1,6 +1,6 @@
 """Does Hyperband pruning find the same best model for a fraction of the training?
 
-Runs Optuna sweeps of the seed CNN over ``cnn_optuna``'s search space with the same sampler, seed
+Runs Optuna sweeps of the tutorial CNN over ``cnn_optuna``'s search space with the same sampler, seed
 and trial budget on ``debug``-sized MNIST (2,000 images) but several epochs per trial: one without
 pruning (``hparams_search=cnn_optuna``), one with Hyperband (``cnn_optuna_hyperband``), and on
 request one with successive halving (Hyperband's most aggressive bracket alone). Training is

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from ocrexp import augment, config
+from ocrexp.config import compose
 from ocrexp.fitting import training_model
-from tests.training import TINY, make, run, tracked
+from tests.training import TINY, run, tracked
 
-RECIPES = ("seed", "strong")
+RECIPES = ("tutorial", "strong")
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def digits(mnist) -> np.ndarray:
 
 
 def recipe(name: str, seed: int = 42):
-    return config.instantiate(make(f"augmentation={name}").augmentation, seed=seed)
+    return config.instantiate(compose(f"augmentation={name}").augmentation, seed=seed)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -96,7 +97,7 @@ def test_seed_zoom_scales_each_axis_independently_within_ten_percent():
 
 def test_run_with_augmentation_logs_a_grid_of_augmented_training_samples(tmp_path, monkeypatch):
     monkeypatch.setenv("OCREXP_ROOT", str(tmp_path))
-    result = run(*tracked(tmp_path, *TINY, "augmentation=seed"))
+    result = run(*tracked(tmp_path, *TINY, "augmentation=tutorial"))
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")

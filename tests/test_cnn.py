@@ -1,13 +1,14 @@
-"""The seed CNN is exactly the tutorial's architecture; shapes come from the data."""
+"""The tutorial CNN is exactly the tutorial's architecture; shapes come from the data."""
 
 from __future__ import annotations
 
+from ocrexp.config import compose
 from ocrexp.models import build_model
-from tests.test_config import make
 
 
-def test_seed_cnn_has_225034_parameters_for_mnist():
-    model, _ = build_model(make().model, (28, 28, 1), 10)
+
+def test_tutorial_cnn_has_225034_parameters_for_mnist():
+    model, _ = build_model(compose().model, (28, 28, 1), 10)
     assert model.count_params() == 225_034
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dropout", "Dense"]
@@ -15,5 +16,5 @@ def test_seed_cnn_has_225034_parameters_for_mnist():
 
 
 def test_input_shape_and_class_count_flow_from_the_dataset():
-    model, _ = build_model(make().model, (32, 32, 3), 5)
+    model, _ = build_model(compose().model, (32, 32, 3), 5)
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 5)

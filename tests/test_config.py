@@ -6,21 +6,16 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from ocrexp import config
+from ocrexp.config import compose
 from ocrexp.errors import ConfigError
-from ocrexp.paths import conf_dir
 
-
-def make(*overrides: str):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def test_default_composition_is_the_seed_recipe():
-    cfg = make()
+    cfg = compose()
     assert cfg.dataset.name == "mnist" and cfg.dataset.scale == 255.0
     assert cfg.dataset.validation_split == 0.2
     assert cfg.model.name == "cnn" and cfg.model.dropout == 0.5
@@ -31,27 +26,27 @@ def test_default_composition_is_the_seed_recipe():
     assert cfg.optimized_metric == "val_accuracy"
 
 
-def test_seed_tutorial_experiment_equals_the_default():
-    default, named = make(), make("experiment=seed_tutorial")
+def test_tutorial_experiment_equals_the_default():
+    default, named = compose(), compose("experiment=tutorial")
     named.run_name = default.run_name
     assert named == default
 
 
 def test_command_line_overrides_apply():
-    cfg = make("trainer.epochs=3", "optimizer.lr=1e-3", "seed=7", "model.dense_units=64")
+    cfg = compose("trainer.epochs=3", "optimizer.lr=1e-3", "seed=7", "model.dense_units=64")
     assert (cfg.trainer.epochs, cfg.optimizer.lr, cfg.seed, cfg.model.dense_units) == (3, 1e-3, 7, 64)
 
 
 def test_debug_fast_shrinks_data_and_epochs():
-    cfg = make("debug=fast")
+    cfg = compose("debug=fast")
     assert cfg.dataset.limit_train <= 2000 and cfg.dataset.limit_test <= 1000 and cfg.trainer.epochs == 1
-    assert make("debug=fast", "trainer.epochs=3").trainer.epochs == 3
+    assert compose("debug=fast", "trainer.epochs=3").trainer.epochs == 3
 
 
 def test_paths_come_from_the_project_root(tmp_path, monkeypatch):
     monkeypatch.setenv("OCREXP_ROOT", str(tmp_path))
     monkeypatch.delenv("OCREXP_DATA_DIR", raising=False)
-    cfg = make()
+    cfg = compose()
     assert cfg.paths.root_dir == str(tmp_path)
     assert cfg.dataset.source.cache_dir == str(tmp_path / "data")
 
@@ -60,7 +55,7 @@ def test_paths_come_from_the_project_root(tmp_path, monkeypatch):
                                       "model=nonexistent", "nokey=1"])
 def test_hydra_rejects_unknown_keys_options_and_types(override):
     with pytest.raises(ConfigCompositionException):
-        make(override)
+        compose(override)
 
 
 @pytest.mark.parametrize("override, key", [
@@ -77,14 +72,14 @@ def test_hydra_rejects_unknown_keys_options_and_types(override):
 ])
 def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
-        config.validate(make(override))
+        config.validate(compose(override))
     assert "\n" not in str(err.value)
 
 
 def test_valid_default_passes_validation():
-    config.validate(make())
-    config.validate(make("optimized_metric=[val_accuracy,params]"))
-    assert config.optimized_metrics(make("optimized_metric=[val_accuracy,params]")) == ["val_accuracy", "params"]
+    config.validate(compose())
+    config.validate(compose("optimized_metric=[val_accuracy,params]"))
+    assert config.optimized_metrics(compose("optimized_metric=[val_accuracy,params]")) == ["val_accuracy", "params"]
 
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -101,7 +96,7 @@ def test_help_lists_groups_without_loading_tensorflow(tmp_path):
     for group in ("dataset: ", "model: ", "augmentation: ", "optimizer: ", "trainer: ", "tracking: ",
                   "debug: ", "experiment: "):
         assert group in proc.stdout
-    assert "seed_tutorial" in proc.stdout
+    assert "tutorial" in proc.stdout
     assert "TF_NOT_LOADED" in proc.stderr
 
 

@@ -22,10 +22,10 @@ from ocrexp import cli
 from ocrexp.data import digits, fashion_mnist, folder, idx
 from ocrexp.data.checksums import read_manifest
 from ocrexp.errors import ConfigError, DataError
+from tests.system_packages import require_fashion_mnist
 
 DEBIAN = Path(fashion_mnist.DEBIAN_DIR)
-needs_debian = pytest.mark.skipif(not (DEBIAN / "t10k-labels-idx1-ubyte.gz").is_file(),
-                                  reason="needs `apt-get install dataset-fashion-mnist`")
+needs_debian = pytest.mark.usefixtures("debian_fashion_files")
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -44,6 +44,11 @@ pytestmark = pytest.mark.usefixtures("keras_home")  # conftest: an empty KERAS_H
 # ---------------------------------------------------------------- Fashion-MNIST
 
 
+@pytest.fixture
+def debian_fashion_files() -> None:
+    require_fashion_mnist()
+
+
 @pytest.fixture(scope="session")
 def fashion_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fashion_cache")
@@ -52,8 +57,7 @@ def fashion_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fashion(fashion_cache, tmp_path_factory):
     """Fashion-MNIST converted from Debian's files into a fresh cache (no Keras cache around)."""
-    if not (DEBIAN / "t10k-labels-idx1-ubyte.gz").is_file():
-        pytest.skip("needs `apt-get install dataset-fashion-mnist`")
+    require_fashion_mnist()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("no_keras")))
         return fashion_mnist.load(fashion_cache)
@@ -419,19 +423,16 @@ def test_idx_missing_files_and_short_class_names_are_named(idx_root, tmp_path):
 # ---------------------------------------------------------------- training on each source
 
 
-def compose(*overrides: str):
+def fast_config(*overrides: str):
     """The real config under ``debug=fast``, without tracking unless ``overrides`` ask for it."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from ocrexp.paths import conf_dir
+    from ocrexp.config import compose
 
     quiet = [] if any(o.startswith("tracking=") for o in overrides) else ["tracking=none"]
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose("config", overrides=["debug=fast", *quiet, *overrides])
+    return compose("debug=fast", *quiet, *overrides)
 
 
 @pytest.mark.slow
-# The seed CNN has 225,034 parameters on 28x28x1 with 10 classes and 35,715 on 16x12x1 with 3:
+# The tutorial CNN has 225,034 parameters on 28x28x1 with 10 classes and 35,715 on 16x12x1 with 3:
 # the input shape and class count reach the model from the data.
 @pytest.mark.parametrize("dataset, source, n_params, n_test", [
     ("digits", {}, 225_034, 450),
@@ -445,7 +446,7 @@ def test_debug_fast_training_runs_on_each_dataset(dataset, source, n_params, n_t
     overrides = [f"dataset={dataset}", *(f"dataset.source.{k}={v}" for k, v in source.items())]
     if dataset in roots:
         overrides.append(f"dataset.source.root={roots[dataset]}")
-    result = run_experiment(compose(*overrides))
+    result = run_experiment(fast_config(*overrides))
     assert result.n_params == n_params and len(result.report["y_true"]) == n_test
     assert np.isfinite(result.report["test_loss"]) and len(result.history["val_accuracy"]) == 1
 
@@ -459,7 +460,7 @@ def test_fashion_mnist_run_records_its_class_names_in_mlflow(tmp_path, monkeypat
 
     monkeypatch.setenv("OCREXP_ROOT", str(tmp_path))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = compose("dataset=fashion_mnist", "tracking=mlflow", f"tracking.uri={uri}", "tracking.log_model=false")
+    cfg = fast_config("dataset=fashion_mnist", "tracking=mlflow", f"tracking.uri={uri}", "tracking.log_model=false")
     result = run_experiment(cfg)
     client = mlflow.MlflowClient(uri)
     run = client.get_run(result.run_id)

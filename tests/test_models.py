@@ -11,17 +11,18 @@ import numpy as np
 import pytest
 
 from ocrexp import config
+from ocrexp.config import compose
 from ocrexp.errors import ConfigError, OcrexpError
 from ocrexp.models import build_model, transfer, vgg
-from tests.training import TINY, make, mlflow_env_kept, run, tracked
+from tests.training import TINY, mlflow_env_kept, run, tracked
 
-# VGG16 costs ~120x the seed CNN per image on a CPU: its runs use a handful of images.
+# VGG16 costs ~120x the tutorial CNN per image on a CPU: its runs use a handful of images.
 VGG_TINY = (*TINY, "model=vgg16", "model.weights=null", "dataset.limit_train=160", "dataset.limit_test=64",
             "trainer.batch_size=32")
 
 
 def build(*overrides: str, shape=(28, 28, 1), classes: int = 10):
-    model, tags = build_model(make(*overrides).model, shape, classes)
+    model, tags = build_model(compose(*overrides).model, shape, classes)
     return model
 
 
@@ -105,7 +106,7 @@ def test_vgg16_weights_that_do_not_fit_fail_with_one_sentence(tmp_path):
         build("model=vgg16", f"model.weights={path}")
     assert "\n" not in str(exc.value)
     with pytest.raises(ConfigError, match="model.weights"):
-        config.validate(make("model=vgg16", f"model.weights={tmp_path / 'missing.h5'}"))
+        config.validate(compose("model=vgg16", f"model.weights={tmp_path / 'missing.h5'}"))
 
 
 @pytest.fixture
@@ -175,7 +176,7 @@ def weights_equal(a, b) -> bool:
 def test_init_from_a_logged_run_starts_from_its_weights_and_records_the_source(source_run, monkeypatch):
     project, run_id, source = source_run
     uri = f"runs:/{run_id}/model"
-    model, tags = build_model(make(f"model.init_from={uri}").model, (28, 28, 1), 10, project.tracking_uri)
+    model, tags = build_model(compose(f"model.init_from={uri}").model, (28, 28, 1), 10, project.tracking_uri)
     assert weights_equal(model.weights, source.weights)
     assert tags["ocrexp.init_from"] == uri and tags["ocrexp.source_run_id"] == run_id
     assert tags["ocrexp.init_from.head_replaced"] == "false" and f"#/runs/{run_id}" in tags["mlflow.note.content"]
@@ -193,14 +194,14 @@ def test_init_from_a_registered_model_finds_its_run(source_run):
     with mlflow_env_kept():
         mlflow.set_tracking_uri(project.tracking_uri)
         version = mlflow.register_model(f"runs:/{run_id}/model", "digits-test")
-    _, tags = build_model(make(f"model.init_from=models:/digits-test/{version.version}").model, (28, 28, 1), 10,
+    _, tags = build_model(compose(f"model.init_from=models:/digits-test/{version.version}").model, (28, 28, 1), 10,
                           project.tracking_uri)
     assert tags["ocrexp.source_run_id"] == run_id
 
 
 def test_init_from_a_logged_run_with_another_class_count_swaps_the_head_and_can_freeze_features(source_run):
     project, run_id, source = source_run
-    cfg = make(f"model.init_from=runs:/{run_id}/model", "model.freeze_features=true")
+    cfg = compose(f"model.init_from=runs:/{run_id}/model", "model.freeze_features=true")
     model, tags = build_model(cfg.model, (28, 28, 1), 5, project.tracking_uri)
     assert model.output_shape == (None, 5) and tags["ocrexp.init_from.head_replaced"] == "true"
     assert tags["ocrexp.source_run_id"] == run_id
@@ -213,7 +214,7 @@ def test_init_from_a_keras_file_records_the_file(source_run, tmp_path):
     _, _, source = source_run
     path = tmp_path / "mnist.keras"
     source.save(path)
-    model, tags = build_model(make(f"model.init_from={path}").model, (28, 28, 1), 10)
+    model, tags = build_model(compose(f"model.init_from={path}").model, (28, 28, 1), 10)
     assert weights_equal(model.weights, source.weights) and tags["ocrexp.init_from"] == str(path)
     assert "ocrexp.source_run_id" not in tags
 
@@ -223,10 +224,10 @@ def test_init_from_images_of_another_size_is_refused_with_one_sentence(source_ru
     path = tmp_path / "mnist.keras"
     source.save(path)
     with pytest.raises(ConfigError, match=r"\(28, 28, 1\).*\(32, 32, 3\)"):
-        build_model(make(f"model.init_from={path}").model, (32, 32, 3), 10)
+        build_model(compose(f"model.init_from={path}").model, (32, 32, 3), 10)
 
 
 def test_missing_init_from_file_says_how_to_write_it(tmp_path, monkeypatch):
     monkeypatch.setenv("OCREXP_ROOT", str(tmp_path))
     with pytest.raises(ConfigError, match=r"models/mnist_best\.keras.*ocrexp export RUN_ID"):
-        config.validate(make("experiment=digits_finetune"))
+        config.validate(compose("experiment=digits_finetune"))

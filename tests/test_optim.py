@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from ocrexp import config
+from ocrexp.config import compose
 from ocrexp.errors import ConfigError
-from tests.training import fit, make, val_metrics
+from tests.training import fit, val_metrics
 
 
 @pytest.mark.parametrize("name, cls, settings", [
@@ -18,7 +19,7 @@ from tests.training import fit, make, val_metrics
     ("rmsprop", keras.optimizers.RMSprop, {"rho": 0.9}),
 ])
 def test_each_optimizer_config_builds_its_keras_optimizer_with_its_settings(name, cls, settings):
-    cfg = make(f"optimizer={name}")
+    cfg = compose(f"optimizer={name}")
     optimizer = config.instantiate(cfg.optimizer, steps_per_epoch=10, epochs=2)
     assert type(optimizer) is cls
     assert float(optimizer.learning_rate) == pytest.approx(cfg.optimizer.lr)
@@ -28,7 +29,7 @@ def test_each_optimizer_config_builds_its_keras_optimizer_with_its_settings(name
 
 def lr_curve(schedule: str, *overrides: str, lr: float = 1e-3, steps: int = 10, epochs: int = 10):
     """The learning rate at every step of a phase, and the schedule's callbacks."""
-    cfg = make(f"schedule={schedule}", *overrides)
+    cfg = compose(f"schedule={schedule}", *overrides)
     plan = config.instantiate(cfg.schedule, lr=lr, steps_per_epoch=steps, epochs=epochs)
     rate = plan.learning_rate
     values = [float(rate(s)) if callable(rate) else float(rate) for s in range(steps * epochs + 1)]
@@ -81,7 +82,7 @@ def test_plateau_multiplies_the_rate_after_patience_epochs_without_improvement()
 def test_out_of_range_training_options_name_the_key(override):
     key = override.split()[-1].split("=")[0]
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        config.validate(make(*override.split()))
+        config.validate(compose(*override.split()))
 
 
 def test_best_checkpoint_restores_the_weights_of_the_best_validation_epoch():
@@ -102,7 +103,7 @@ def test_label_smoothing_and_a_fresh_optimizer_reach_the_compiled_model():
     from ocrexp import fitting
     from ocrexp.callbacks import current_lr
 
-    cfg = make("trainer.label_smoothing=0.1", "optimizer=sgd", "schedule=cosine")
+    cfg = compose("trainer.label_smoothing=0.1", "optimizer=sgd", "schedule=cosine")
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     trainee = fitting.training_model(model)
     plan = config.instantiate(cfg.schedule, lr=0.01, steps_per_epoch=5, epochs=2)

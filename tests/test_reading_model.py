@@ -1,6 +1,6 @@
 """Reading numbers with a real (small) trained model: reader, CLI, MLflow pyfunc, REST serving.
 
-The session's model is the seed CNN trained for 375 steps on real MNIST (about 97% test
+The session's model is the tutorial CNN trained for 375 steps on real MNIST (about 97% test
 accuracy, ~20 s on two cores): enough to read clean digits, so the assertions are about
 reading, not about how good the classifier is.
 """
@@ -35,10 +35,10 @@ def digit_model(mnist):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from ocrexp.models.cnn import seed_cnn
+    from ocrexp.models.cnn import tutorial_cnn
 
     keras.utils.set_random_seed(0)
-    model = seed_cnn(mnist.input_shape, mnist.num_classes)
+    model = tutorial_cnn(mnist.input_shape, mnist.num_classes)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(mnist.x_train[:24000].astype("float32") / 255.0, mnist.y_train[:24000], batch_size=64, epochs=1, verbose=0)
     return model

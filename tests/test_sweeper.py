@@ -27,9 +27,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from hydra_plugins.ocrexp_optuna_sweeper import _search_space
 from hydra_plugins.ocrexp_optuna_sweeper._errors import SweeperError
 from hydra_plugins.ocrexp_optuna_sweeper._study import check_pruner, make_sampler
-import ocrexp.config  # noqa: F401  (registers the config schema the compositions need)
-from ocrexp.paths import conf_dir
+from ocrexp.config import compose
 from ocrexp.pruning import make_pruner, open_storage
+from tests.system_packages import require
+
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -37,10 +38,12 @@ APP = '''
 import json, os, time
 import hydra
 from ocrexp.pruning import trial_reporter_from_env
+from ocrexp.sweep_protocol import TrialJob
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg) -> float:
-    number = int(os.environ.get("OCREXP_OPTUNA_TRIAL_NUMBER", "-1"))
+    job = TrialJob.from_env()
+    number = job.number if job else -1
     start = time.time()
     if cfg.fail_below is not None and cfg.x < cfg.fail_below:
         raise ValueError(f"x={cfg.x} is below {cfg.fail_below}")
@@ -257,12 +260,7 @@ def test_pruners_build_from_names_and_mappings():
 
 @pytest.mark.parametrize("search", ["cnn_optuna", "cnn_optuna_hyperband", "vgg16_optuna"])
 def test_shipped_hparams_search_configs_compose_with_the_sweeper(search):
-    from hydra import compose, initialize_config_dir
-
-    if search.startswith("vgg16") and not (conf_dir() / "model" / "vgg16.yaml").exists():
-        pytest.skip("the vgg16 model config is not in conf/model yet")
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=[f"hparams_search={search}", "trainer.epochs=9"], return_hydra_config=True)
+    cfg = compose(f"hparams_search={search}", "trainer.epochs=9", hydra=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("ocrexp_optuna_sweeper.sweeper.OcrexpOptunaSweeper")
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and sweeper.seed == cfg.seed
@@ -277,13 +275,9 @@ def test_shipped_hparams_search_configs_compose_with_the_sweeper(search):
 
 
 def test_slurm_launcher_config_composes_with_the_sweeper():
-    from hydra import compose, initialize_config_dir
-
     if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
         pytest.skip("hydra-submitit-launcher is not installed")
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=["hparams_search=cnn_optuna", "hydra/launcher=slurm"],
-                      return_hydra_config=True)
+    cfg = compose("hparams_search=cnn_optuna", "hydra/launcher=slurm", hydra=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
     assert cfg.hydra.sweeper._target_.endswith("OcrexpOptunaSweeper")
 
@@ -411,10 +405,7 @@ def _pg_tool(name: str) -> str | None:
 def postgres_url():
     """A throw-away PostgreSQL server on 127.0.0.1 (run as the ``postgres`` user when we are root)."""
     initdb, pg_ctl = _pg_tool("initdb"), _pg_tool("pg_ctl")
-    if not (initdb and pg_ctl):
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed: apt-get install postgresql")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    require("postgresql", bool(initdb and pg_ctl))
     base = Path(tempfile.mkdtemp(prefix="ocrexp-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import BIN
+from tests.project import BIN
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +108,7 @@ def test_raising_run_ends_failed_with_the_error_as_a_tag(project):
 
 
 def test_sigterm_ends_the_run_killed(project):
-    from ocrexp.tracking_store import ensure_store
+    from ocrexp.tracking.store import ensure_store
 
     ensure_store(project.tracking_uri)  # so that polling below never races the job's first migration
     proc = subprocess.Popen([str(BIN / "ocrexp-train"), "debug=fast", "trainer.epochs=50"], cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -125,6 +125,7 @@ def test_sigterm_ends_the_run_killed(project):
         proc.kill()
     (run,) = project.runs()
     assert run.info.status == "KILLED" and proc.returncode != 0
+    assert run.data.tags["ocrexp.error"] == "terminated (SIGTERM)"
 
 
 def test_multirun_sweeps_overrides_into_separate_runs(project):

@@ -11,18 +11,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from ocrexp.paths import conf_dir
+from ocrexp import config
+from ocrexp.config import compose
 
 # A few steps on real MNIST: 400 training images (80 held out for validation), 200 test images.
 TINY = ("debug=fast", "dataset.limit_train=400", "dataset.limit_test=200", "trainer.verbose=0")
-
-
-def make(*overrides: str):
-    """The composed config, as ``ocrexp-train`` would see it with these overrides."""
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def tracked(root: Path, *overrides: str) -> tuple[str, ...]:
@@ -50,7 +43,7 @@ def run(*overrides: str):
 
     overrides = ("tracking=none", *overrides) if not any(o.startswith("tracking") for o in overrides) else overrides
     with mlflow_env_kept():
-        return run_experiment(make(*overrides))
+        return run_experiment(compose(*overrides))
 
 
 @dataclass
@@ -64,27 +57,21 @@ class Fitted:
 
 
 def fit(*overrides: str) -> Fitted:
-    """Build and train on MNIST like ``run_experiment`` does, without tracking or the test evaluation."""
-    from ocrexp import config, fitting, runtime
-    from ocrexp.data.pipeline import split
-    from ocrexp.models import build_model
+    """Prepare and train on MNIST as ``run_experiment`` does, without tracking or the test evaluation."""
+    from ocrexp import fitting
     from ocrexp.tracking import NullTracker
+    from ocrexp.train import prepare
 
-    cfg = make("tracking=none", *TINY, *overrides)
-    config.validate(cfg)
-    runtime.configure(cfg.trainer, cfg.seed)
-    data = config.instantiate(cfg.dataset.source)
-    splits = split(data, cfg.dataset.validation_split, cfg.seed, cfg.dataset.limit_train, cfg.dataset.limit_test)
-    model, _ = build_model(cfg.model, data.input_shape, data.num_classes)
-    history = fitting.fit(cfg, model, splits, data.num_classes, NullTracker())
-    return Fitted(cfg, model, splits, history)
+    cfg = compose("tracking=none", *TINY, *overrides)
+    run = prepare(cfg)
+    history = fitting.fit(cfg, run.model, run.splits, run.data.num_classes, NullTracker())
+    return Fitted(cfg, run.model, run.splits, history)
 
 
 def val_metrics(fitted: Fitted) -> dict[str, float]:
     """Loss and accuracy of the fitted model on its validation split, computed as Keras' fit does."""
     import keras
 
-    from ocrexp import config
     from ocrexp.data.pipeline import make_dataset
 
     cfg = fitted.cfg

@@ -6,6 +6,8 @@ import math
 
 import keras
 
+from ocrexp.config import monitor_mode
+
 
 def current_lr(optimizer) -> float:
     """The optimizer's learning rate at its current step (schedules included)."""
@@ -43,11 +45,6 @@ class FailOnNaN(keras.callbacks.Callback):
             )
 
 
-def _mode(monitor: str) -> str:
-    """'max' for accuracies, 'min' for losses."""
-    return "max" if "acc" in monitor else "min"
-
-
 class BestWeights(keras.callbacks.Callback):
     """Keeps the weights of the epoch with the best ``monitor`` value and restores them at the end.
 
@@ -59,7 +56,7 @@ class BestWeights(keras.callbacks.Callback):
     def __init__(self, monitor: str = "val_accuracy"):
         super().__init__()
         self.monitor = monitor
-        self.better = (lambda a, b: a > b) if _mode(monitor) == "max" else (lambda a, b: a < b)
+        self.better = (lambda a, b: a > b) if monitor_mode(monitor) == "max" else (lambda a, b: a < b)
         self.best: float | None = None
         self.best_epoch: int | None = None  # 1-based, on the run's epoch axis
         self._snapshot: list | None = None

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from ocrexp.errors import OcrexpError
+from ocrexp.errors import OcrexpError, exit_with_error
 
 COMMANDS = ("data", "ui", "export", "reproduce", "predict")
 
@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except OcrexpError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        exit_with_error(str(exc))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,7 +1,8 @@
-"""The config schema (registered in Hydra's ConfigStore), resolvers, and range checks.
+"""The config schema and resolvers (``register()`` puts them in Hydra), and range checks.
 
-Importing this module is cheap (no TensorFlow, no MLflow): it runs before every composition so
-that type errors and out-of-range values are reported before anything heavy starts.
+Importing this module is cheap (no TensorFlow, no MLflow): the entry points call ``register()``
+before Hydra composes, so that type errors and out-of-range values are reported before anything
+heavy starts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ LOSSES = {"categorical_crossentropy": "CategoricalCrossentropy",
 METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "params")
 # What early stopping, reduce-on-plateau and best-epoch selection may watch.
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
+
+
+def monitor_mode(monitor: str) -> str:
+    """Whether higher (``"max"``: accuracies) or lower (``"min"``: losses) values of a metric are better."""
+    return "max" if "acc" in monitor else "min"
 
 
 class Device(Enum):
@@ -106,7 +112,14 @@ def register() -> None:
     OmegaConf.register_new_resolver("ocrexp_data_dir", lambda: str(paths.data_dir()), replace=True)
 
 
-register()
+def compose(*overrides: str, hydra: bool = False) -> DictConfig:
+    """The config ``ocrexp-train`` composes from these overrides (with ``hydra``: its ``hydra`` node too),
+    for scripts and tests that build parts of a run without the command line."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    register()
+    with initialize_config_dir(config_dir=str(paths.conf_dir()), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def _walk(node: Any, prefix: str = ""):

@@ -1,4 +1,11 @@
-"""Errors a user can fix; the entrypoints print them as one sentence instead of a traceback."""
+"""Errors a user can fix, and how every entry point prints them: one sentence, exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+USAGE_EXIT = 2  # argparse's status for a usage mistake
 
 
 class OcrexpError(Exception):
@@ -11,3 +18,13 @@ class ConfigError(OcrexpError):
 
 class DataError(OcrexpError):
     """A dataset cannot be found, fetched, verified or parsed."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that runs end as KILLED and sweeps pass it on."""
+
+
+def exit_with_error(message: str) -> NoReturn:
+    """End the command with ``error: <message>`` on stderr and the usage exit status."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USAGE_EXIT)

@@ -1,59 +1,34 @@
-"""Test-set evaluation, shared by training runs and ``ocrexp-eval``.
+"""``ocrexp-eval``: evaluate a logged model on a dataset's test split, or on generated numbers.
 
     ocrexp-eval model_uri=runs:/<run_id>/model                # MNIST test set
     ocrexp-eval model_uri=models:/digits/3 dataset=mnist dataset.limit_test=1000
     ocrexp-eval model_uri=runs:/<run_id>/model mode=read     # 1,000 generated 4-digit numbers
 
-``ocrexp-eval`` records a new MLflow run tagged with (and linking to) the run that produced the
-model, holding the test metrics and plots.
+It records a new MLflow run tagged with (and linking to) the run that produced the model, holding
+the test metrics and plots (``ocrexp.report``, as training runs do).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig
 
 from ocrexp import config
-from ocrexp.cli_errors import exit_with_error, one_line_errors
-from ocrexp.errors import OcrexpError
+from ocrexp.errors import OcrexpError, exit_with_error
+from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
 
-
-def test_report(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
-    """Accuracy, cross-entropy and per-image predictions of ``model`` on scaled images ``x``."""
-    probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
-    y_pred = probs.argmax(axis=1)
-    p_true = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
-    return {
-        "test_accuracy": float(np.mean(y_pred == y)),
-        "test_loss": float(-np.mean(np.log(p_true))),
-        "y_true": y,
-        "y_pred": y_pred,
-        "confidence": probs.max(axis=1),
-    }
-
-
-def log_report(tracker, report: Mapping[str, Any], images: np.ndarray, class_names, plots_too: bool) -> None:
-    """Test metrics and, optionally, the confusion matrix and misclassified-digit grid."""
-    tracker.log_metrics({"test_accuracy": report["test_accuracy"], "test_loss": report["test_loss"]})
-    if plots_too:
-        from ocrexp import plots
-
-        y, y_pred = report["y_true"], report["y_pred"]
-        tracker.log_figure(plots.confusion_matrix(y, y_pred, class_names), "plots/confusion_matrix.png")
-        tracker.log_figure(plots.misclassified(images, y, y_pred, report["confidence"], class_names),
-                           "plots/misclassified.png")
+config.register()  # the resolvers the composition below needs
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.model_uri`` on ``cfg.dataset``'s test split and record it as a new run."""
     from ocrexp.data.pipeline import scale_images
     from ocrexp.models.io import load_model, source_run_id
-    from ocrexp.tracking import make_tracker
-    from ocrexp.tracking_store import tracking_uri
+    from ocrexp.report import log_report, test_report
+    from ocrexp.tracking import make_tracker, tracking_uri
 
     data = config.instantiate(cfg.dataset.source)
     n = min(cfg.dataset.limit_test or len(data.x_test), len(data.x_test))
@@ -79,7 +54,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-# --- mode=read: reading whole numbers (issue 5; the logic lives in ocrexp.reading.benchmark) ---
+# --- mode=read: reading whole numbers (the logic lives in ocrexp.reading.benchmark) ---
 
 
 def _read_numbers(cfg: DictConfig, model, data, tracker) -> dict[str, Any]:

@@ -122,9 +122,9 @@ def early_stopping(conf):
         return None
     import keras
 
-    mode = "max" if "acc" in conf.monitor else "min"
-    return keras.callbacks.EarlyStopping(monitor=conf.monitor, mode=mode, patience=conf.patience,
-                                         min_delta=conf.min_delta, restore_best_weights=conf.restore_best)
+    return keras.callbacks.EarlyStopping(monitor=conf.monitor, mode=config.monitor_mode(conf.monitor),
+                                         patience=conf.patience, min_delta=conf.min_delta,
+                                         restore_best_weights=conf.restore_best)
 
 
 def log_augmentation_preview(cfg: DictConfig, splits, tracker, n: int = 12, rows: int = 4) -> None:

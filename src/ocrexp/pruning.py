@@ -1,26 +1,15 @@
 """The training job's side of an Optuna trial: report the metric after each epoch, stop when pruned.
 
-The Optuna sweeper (``hydra_plugins.ocrexp_optuna_sweeper``) runs every trial as a Hydra job and
-hands it its trial through environment variables, set per job with ``hydra.job.env_set`` so that
-they stay out of the task config (and out of the logged params):
-
-- ``OCREXP_OPTUNA_STORAGE``: the study's storage (an RDB URL such as ``postgresql://…`` or
-  ``sqlite:///…``, or the path of an Optuna journal file);
-- ``OCREXP_OPTUNA_STUDY``: the study name;
-- ``OCREXP_OPTUNA_TRIAL_ID``: the trial's storage id (``OCREXP_OPTUNA_TRIAL_NUMBER`` its number).
-
-From those three values any process can rebuild the trial (``optuna.load_study`` then
-``optuna.trial.Trial(study, trial_id)``). The pruner is rebuilt from the spec the sweeper stores in
-the study's user attributes, so every job prunes with the study's pruner. Outside a sweep the
-variables are unset and ``pruning_callback_from_env`` returns None. Optuna and Keras are imported
-only when a reporter is built.
+The sweeper hands each job its trial (``ocrexp.sweep_protocol.TrialJob``, through the environment).
+The pruner is rebuilt from the spec the sweeper stores in the study's user attributes, so every job
+prunes with the study's pruner. Outside a sweep ``pruning_callback_from_env`` returns None. Optuna
+and Keras are imported only when a reporter is built.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Mapping
 from functools import cache
@@ -28,14 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ocrexp.errors import ConfigError
-
-ENV_STORAGE = "OCREXP_OPTUNA_STORAGE"
-ENV_STUDY = "OCREXP_OPTUNA_STUDY"
-ENV_TRIAL_ID = "OCREXP_OPTUNA_TRIAL_ID"
-ENV_TRIAL_NUMBER = "OCREXP_OPTUNA_TRIAL_NUMBER"
-
-# Study user attribute holding the pruner spec (a name or a mapping), written by the sweeper.
-PRUNER_ATTR = "ocrexp.pruner"
+from ocrexp.sweep_protocol import PRUNER_ATTR, TrialJob
 
 PRUNERS = {
     "hyperband": "HyperbandPruner",
@@ -155,12 +137,12 @@ class TrialReporter:
 def trial_reporter_from_env(monitor: str = "val_accuracy") -> TrialReporter | None:
     """A ``TrialReporter`` for the trial named in the environment, or None outside an Optuna sweep
     (and for multi-objective studies, which Optuna cannot prune)."""
-    storage, study, trial_id = (os.environ.get(k) for k in (ENV_STORAGE, ENV_STUDY, ENV_TRIAL_ID))
-    if not (storage and study and trial_id):
+    job = TrialJob.from_env()
+    if job is None:
         return None
-    reporter = TrialReporter(storage, study, int(trial_id), monitor)
+    reporter = TrialReporter(job.storage, job.study, job.trial_id, monitor)
     if reporter.multi_objective:
-        log.info("no pruning in study %s: it has several objectives", study)
+        log.info("no pruning in study %s: it has several objectives", job.study)
         return None
     return reporter
 

@@ -1,11 +1,11 @@
 """``ocrexp-train``: compose a config, build data and model, fit, evaluate, record, return the metric.
 
-    ocrexp-train                                   # the seed tutorial on MNIST
+    ocrexp-train                                   # the Keras tutorial's recipe on MNIST
     ocrexp-train trainer.epochs=3 optimizer.lr=1e-3 seed=7
-    ocrexp-train experiment=seed_tutorial debug=fast
+    ocrexp-train experiment=tutorial debug=fast
     ocrexp-train -m trainer.batch_size=64,128
 
-Everything heavy (TensorFlow, MLflow) is imported inside ``train`` so that ``--help``, ``--cfg``
+Everything heavy (TensorFlow, MLflow) is imported inside the functions so that ``--help``, ``--cfg``
 and config errors answer at once.
 """
 
@@ -19,9 +19,22 @@ import hydra
 from omegaconf import DictConfig
 
 from ocrexp import config
-from ocrexp.cli_errors import exit_with_error, one_line_errors
-from ocrexp.errors import OcrexpError
+from ocrexp.errors import OcrexpError, Terminated, exit_with_error
+from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
+
+config.register()  # the schema and resolvers the composition below needs
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs before it is tracked: the data, its splits, the model, the device."""
+
+    data: Any  # ocrexp.data.base.Dataset
+    splits: Any  # ocrexp.data.pipeline.Splits
+    model: Any  # keras.Model
+    provenance: dict[str, str]  # tags saying where the model's weights started from
+    device: str
 
 
 @dataclass
@@ -34,28 +47,35 @@ class RunResult:
     n_params: int
 
 
-def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> RunResult:
-    """Run one experiment described by ``cfg``: data, model, fit, test, record."""
+def prepare(cfg: DictConfig) -> Prepared:
+    """Check ``cfg``, set up TensorFlow, load and split the dataset, build the model."""
     config.validate(cfg)
     from ocrexp import runtime
     from ocrexp.data.pipeline import split
     from ocrexp.models import build_model
-    from ocrexp.tracking import make_tracker
-    from ocrexp.tracking_store import tracking_uri
+    from ocrexp.tracking import tracking_uri
 
     device = runtime.configure(cfg.trainer, cfg.seed)
     data = config.instantiate(cfg.dataset.source)
     splits = split(data, cfg.dataset.validation_split, cfg.seed, cfg.dataset.limit_train, cfg.dataset.limit_test)
     model, provenance = build_model(cfg.model, data.input_shape, data.num_classes, tracking_uri(cfg.tracking))
+    return Prepared(data, splits, model, provenance, device)
 
+
+def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> RunResult:
+    """Run one experiment described by ``cfg``: data, model, fit, test, record."""
+    from ocrexp import fitting
+    from ocrexp.tracking import make_tracker
+
+    run = prepare(cfg)
     with make_tracker(cfg, run_name(cfg), tags) as tracker:
-        tracker.set_tags({"ocrexp.device": device, **provenance})
-        tracker.log_dataset(data, splits)
-        tracker.log_metrics({"params": model.count_params()})
-        history = fit(cfg, model, splits, data.num_classes, tracker)
-        report = evaluate_and_log(cfg, model, splits, data.class_names, history, tracker)
+        tracker.set_tags({"ocrexp.device": run.device, **run.provenance})
+        tracker.log_dataset(run.data, run.splits)
+        tracker.log_metrics({"params": run.model.count_params()})
+        history = fitting.fit(cfg, run.model, run.splits, run.data.num_classes, tracker)
+        report = evaluate_and_log(cfg, run, history, tracker)
     print_summary(report, tracker)
-    return RunResult(tracker.run_id, history, report, model.count_params())
+    return RunResult(tracker.run_id, history, report, run.model.count_params())
 
 
 def train(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> float | list[float]:
@@ -64,26 +84,21 @@ def train(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> float | lis
     return select_metrics(cfg, result.history, result.report, result.n_params)
 
 
-def fit(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, list[float]]:
-    """Train ``model`` (all phases, see ``ocrexp.fitting``) and return the per-epoch history."""
-    from ocrexp import fitting
-
-    return fitting.fit(cfg, model, splits, num_classes, tracker)
-
-
-def evaluate_and_log(cfg: DictConfig, model, splits, class_names, history, tracker) -> dict[str, Any]:
+def evaluate_and_log(cfg: DictConfig, run: Prepared, history, tracker) -> dict[str, Any]:
     """Final test evaluation, plots and the model artifact."""
     from ocrexp.data.pipeline import scale_images
-    from ocrexp.evaluate import log_report, test_report
+    from ocrexp.report import log_report, test_report
 
-    report = test_report(model, scale_images(splits.x_test, cfg.dataset.scale), splits.y_test, cfg.trainer.batch_size)
+    splits, class_names = run.splits, run.data.class_names
+    report = test_report(run.model, scale_images(splits.x_test, cfg.dataset.scale), splits.y_test,
+                         cfg.trainer.batch_size)
     log_report(tracker, report, splits.x_test, class_names, cfg.tracking.log_plots)
     if cfg.tracking.log_plots:
         from ocrexp import plots
 
         tracker.log_figure(plots.learning_curves(history), "plots/learning_curves.png")
     if cfg.tracking.log_model:
-        tracker.log_model(model, scale_images(splits.x_test[:4], cfg.dataset.scale),
+        tracker.log_model(run.model, scale_images(splits.x_test[:4], cfg.dataset.scale),
                           class_names=list(class_names), pixel_scale=cfg.dataset.scale)
     return report
 
@@ -119,7 +134,7 @@ def print_summary(report: Mapping[str, Any], tracker) -> None:
 
 
 def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise Terminated()
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")

@@ -1,8 +1,8 @@
 """The sweep: build the search space, open (or resume) the study, run the trial loop, report.
 
 Each trial is a Hydra job launched by the configured launcher as a batch of one. Its overrides are
-the fixed values, the sampled values and, through ``++hydra.job.env_set``, the variables that let
-the job reach its trial (``ocrexp.pruning``) and its MLflow parent run (``ocrexp.tracking``).
+the fixed values, the sampled values and, through ``++hydra.job.env_set``, the job's
+``ocrexp.sweep_protocol.TrialJob``: how it reaches its trial and its MLflow parent run.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 from ocrexp import paths
-from ocrexp.pruning import ENV_STORAGE, ENV_STUDY, ENV_TRIAL_ID, ENV_TRIAL_NUMBER
+from ocrexp.errors import Terminated
+from ocrexp.sweep_protocol import TrialJob
 
 from . import _search_space, _study
 from ._errors import SweeperError
 from ._loop import Outcome, TrialLoop, format_values
 from ._resume import FAIL_KIND, FAIL_REASON, Ownership
-from .sweeper import OcrexpOptunaSweeperConf
+from .config import OcrexpOptunaSweeperConf
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class OptunaSweeperImpl:
             loop.run()
         except KeyboardInterrupt as exc:
             status = "KILLED"
-            if "signal" in str(exc):  # SIGTERM, turned into KeyboardInterrupt by ocrexp-train: jobs never saw it
+            if isinstance(exc, Terminated):  # SIGTERM reached only this process: pass it on to the jobs
                 _interrupt_children()
             log.warning("Interrupted: running trials marked FAIL%s; run the same command again to resume",
                         " and queued again" if self.opts.requeue_orphans else "")
@@ -215,11 +216,8 @@ class OptunaSweeperImpl:
         return self.launcher.launch([overrides], initial_job_idx=job_idx)[0]
 
     def _env(self, trial: Any) -> dict[str, str]:
-        env = {ENV_STORAGE: self.url, ENV_STUDY: self.study_name, ENV_TRIAL_ID: str(trial._trial_id),
-               ENV_TRIAL_NUMBER: str(trial.number)}
-        if self.parent is not None:
-            env.update(self.parent.child_env(trial))
-        return env
+        parent_run_id = self.parent.run_id if self.parent is not None else None
+        return TrialJob(self.url, self.study_name, trial._trial_id, trial.number, parent_run_id).to_env()
 
     def _before_tell(self, trial: Any, outcome: Outcome) -> None:
         if self.parent is not None:

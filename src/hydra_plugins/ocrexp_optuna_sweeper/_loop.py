@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ocrexp.sweep_protocol import is_pruned
+
 from ._resume import FAIL_KIND, FAIL_REASON, Ownership, mark_failed
 from ._search_space import SearchSpace, format_value, quote
 from ._study import Counts
@@ -43,7 +45,7 @@ def outcome_of(ret: Any, n_values: int) -> Outcome:
 
     if ret.status != JobStatus.COMPLETED:
         exc = ret._return_value  # ``return_value`` would re-raise it and print to stderr
-        if type(exc).__name__ == "TrialPruned":
+        if is_pruned(exc):
             return Outcome("PRUNED", reason=str(exc))
         return Outcome("FAIL", reason=f"{type(exc).__name__}: {exc}")
     value = ret.return_value

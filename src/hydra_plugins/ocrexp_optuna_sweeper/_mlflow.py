@@ -3,14 +3,13 @@
 The parent's id lives in the study (user attribute ``ocrexp.mlflow_parent_run_id``), so a resumed
 sweep, or another worker on another machine, reopens the same run. Two workers creating it at the
 same instant both keep the earliest run tagged with the study and delete their other one.
-Each trial's job becomes a nested child run through ``$OCREXP_PARENT_RUN_ID`` and gets its Optuna
-tags through ``$OCREXP_RUN_TAGS`` (read by ``ocrexp.tracking``); the sweeper tags the child with
-the trial's final state once Optuna has it.
+Each trial's job becomes a nested child run tagged with its study and trial number (the job reads
+its ``ocrexp.sweep_protocol.TrialJob``); the sweeper tags the child with the trial's final state once
+Optuna has it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import threading
@@ -18,13 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from ocrexp.sweep_protocol import NUMBER_TAG, PARENT_TAG, STATE_TAG, STUDY_TAG
+
 log = logging.getLogger(__name__)
 
 PARENT_ATTR = "ocrexp.mlflow_parent_run_id"
 ROLE_TAG, ROLE = "ocrexp.role", "optuna-study"
-STUDY_TAG = "optuna.study"
-NUMBER_TAG = "optuna.trial_number"
-STATE_TAG = "ocrexp.trial_state"
 
 
 class StudyRun:
@@ -33,7 +31,7 @@ class StudyRun:
     def __init__(self, tracking_cfg: Any, study: Any, study_name: str):
         import mlflow
 
-        from ocrexp.tracking import ensure_store, get_experiment_id, tracking_uri
+        from ocrexp.tracking.store import ensure_store, get_experiment_id, tracking_uri
 
         self.uri = tracking_uri(tracking_cfg)
         ensure_store(self.uri)
@@ -91,16 +89,11 @@ class StudyRun:
             self.client.log_batch(self.run_id, params=new[i:i + 100])
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def child_env(self, trial: Any) -> dict[str, str]:
-        """The environment that makes the trial's job a tagged child of this run."""
-        tags = {STUDY_TAG: self.study_name, NUMBER_TAG: str(trial.number)}
-        return {"OCREXP_PARENT_RUN_ID": self.run_id, "OCREXP_RUN_TAGS": json.dumps(tags)}
-
     def child_run_id(self, number: int) -> str | None:
         with self._lock:
             runs = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' AND tags.`{NUMBER_TAG}` = '{number}'",
+                filter_string=f"tags.`{PARENT_TAG}` = '{self.run_id}' AND tags.`{NUMBER_TAG}` = '{number}'",
                 order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0].info.run_id if runs else None
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ocrexp.errors import ConfigError
-from ocrexp.pruning import PRUNER_ATTR, make_pruner, open_storage, split_spec
+from ocrexp.pruning import make_pruner, open_storage, split_spec
+from ocrexp.sweep_protocol import PRUNER_ATTR
 
 from . import _search_space
 from ._errors import SweeperError

@@ -23,14 +23,16 @@ def load_run_config(run_id: str, uri: str):
     import mlflow
     from omegaconf import OmegaConf
 
-    from ocrexp.config import OcrexpConf
+    from ocrexp.config import OcrexpConf, register
     from ocrexp.errors import OcrexpError
+    from ocrexp.renames import upgrade
 
+    register()  # the path resolvers the logged config refers to
     try:
         text = mlflow.MlflowClient(uri).download_artifacts(run_id, "config.yaml")
     except Exception as exc:
         raise OcrexpError(f"run {run_id} in {uri} has no config.yaml artifact to reproduce ({exc}).") from None
-    logged = OmegaConf.load(text)
+    logged = upgrade(OmegaConf.load(text))  # runs logged under names that changed since
     logged.pop("paths", None)  # the data cache and store are this machine's, not the original's
     cfg = OmegaConf.merge(OmegaConf.structured(OcrexpConf), logged)
     if cfg.tracking.uri is None:
@@ -41,7 +43,7 @@ def load_run_config(run_id: str, uri: str):
 def run(args: argparse.Namespace) -> int:
     import mlflow
 
-    from ocrexp.tracking_store import tracking_uri
+    from ocrexp.tracking.store import tracking_uri
     from ocrexp.train import run_experiment
 
     uri = args.tracking_uri or tracking_uri()

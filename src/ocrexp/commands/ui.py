@@ -28,7 +28,7 @@ def command(uri: str, host: str, port: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ocrexp.tracking_store import ensure_store, tracking_uri
+    from ocrexp.tracking.store import ensure_store, tracking_uri
 
     uri = args.tracking_uri or tracking_uri()
     ensure_store(uri)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 
-def seed_cnn(
+def tutorial_cnn(
     input_shape: Sequence[int],
     num_classes: int,
     conv1_filters: int = 32,
@@ -15,7 +15,7 @@ def seed_cnn(
     dropout: float = 0.5,
     name: str = "cnn",
 ):
-    """The seed tutorial's CNN (225,034 parameters on 28x28x1, 10 classes, with the defaults).
+    """the Keras tutorial's CNN (225,034 parameters on 28x28x1, 10 classes, with the defaults).
 
     Conv2D(32, 3x3, relu) -> MaxPool(2) -> Conv2D(64, 3x3, relu) -> MaxPool(2) -> Flatten
     -> Dense(128, relu) -> Dropout(0.5) -> Dense(classes, softmax).

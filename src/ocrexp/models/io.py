@@ -38,7 +38,7 @@ def _download(uri: str, tracking_uri: str | None) -> Path:
         raise OcrexpError(f"model {uri!r} is neither an existing file nor an MLflow URI (runs:/<id>/model, models:/<name>/<version>).")
     import mlflow
 
-    from ocrexp.tracking_store import tracking_uri as default_uri
+    from ocrexp.tracking.store import tracking_uri as default_uri
 
     mlflow.set_tracking_uri(tracking_uri or default_uri())
     try:

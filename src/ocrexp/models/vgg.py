@@ -1,4 +1,4 @@
-"""VGG16 transfer learning (the seed tutorial's section 8) on small grayscale digits.
+"""VGG16 transfer learning (the Keras tutorial's section 8) on small grayscale digits.
 
 Digits are resized to ``image_size`` (32 by default, VGG16's smallest input) and repeated to three
 channels inside the model, so the logged model takes the dataset's own images. The convolutional

@@ -1,4 +1,4 @@
-"""Command-line mistakes as one sentence: a misspelt key, a wrong type, an unknown option.
+"""Hydra's reports of command-line mistakes as one sentence: a misspelt key, a wrong type, an unknown option.
 
 Hydra reports a bad override in five to ten lines (the message, OmegaConf's ``full_key`` /
 ``object_type`` block, the config search path, a hint about ``HYDRA_FULL_ERROR``).
@@ -13,11 +13,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import sys
 from contextlib import contextmanager
-from typing import Iterator, NoReturn
+from typing import Iterator
 
-USAGE_EXIT = 2
+from ocrexp.errors import OcrexpError, exit_with_error
+from ocrexp.renames import renamed_option
 
 
 @contextmanager
@@ -49,17 +49,9 @@ def one_line_errors() -> Iterator[None]:
         utils.run_and_report = original
 
 
-def exit_with_error(message: str) -> NoReturn:
-    """End the command with ``error: <message>`` on stderr and the usage exit status."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(USAGE_EXIT)
-
-
 def describe(exc: BaseException) -> str | None:
     """One sentence for a mistake made on the command line, or None for anything else."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-
-    from ocrexp.errors import OcrexpError
 
     if isinstance(exc, OcrexpError):
         return str(exc)
@@ -96,6 +88,9 @@ def _missing_option(exc) -> str | None:
     if not wanted or "/" not in wanted.group(1):
         return None
     group, _, option = wanted.group(1).rpartition("/")
+    new = renamed_option(group, option)
+    if new:
+        return f"{group}={option} was renamed: use {group}={new}."
     options = list(exc.options or [])
     if not options:
         return f"{group}={option} is not available: there is no '{group}' config group."

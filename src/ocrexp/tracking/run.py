@@ -1,9 +1,9 @@
-"""Recording a run in MLflow: params, tags, per-epoch metrics, config, plots and the model.
+"""One MLflow run: params, tags, per-epoch metrics, config, plots and the model.
 
 ``RunTracker`` is a context manager around one MLflow run. It observes the training loop (through
 ``keras_callback()`` and a few ``log_*`` calls) and decides the run's final status: FINISHED,
-FAILED (the error as a tag) or KILLED (SIGINT/SIGTERM). ``tracking.enabled=false`` gives a
-``NullTracker`` with the same interface.
+FAILED (the error as a tag) or KILLED (SIGINT/SIGTERM). Inside an Optuna sweep the run becomes a
+child of the study's run, named and tagged from the job's ``TrialJob``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from ocrexp.tracking_store import artifact_root, ensure_store, tracking_uri
-
-EXPERIMENT_KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}
+from ocrexp.errors import Terminated
+from ocrexp.sweep_protocol import STATE_TAG, TrialJob, is_pruned
+from ocrexp.tracking.store import ensure_store, get_experiment_id, tracking_uri
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -44,41 +44,6 @@ def git_commit() -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
-def get_experiment_id(client, name: str) -> str:
-    """The experiment's id, creating it (with the custom-model view tag) on first use."""
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return client.create_experiment(name, artifact_location=f"{artifact_root()}/{name}",
-                                            tags=EXPERIMENT_KIND_TAG)
-        except Exception:  # another process created it first
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-    return exp.experiment_id
-
-
-class NullTracker:
-    """Same interface as ``RunTracker``; records nothing."""
-
-    run_id: str | None = None
-    uri: str | None = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return False
-
-    def keras_callback(self):
-        return None
-
-    def __getattr__(self, name: str):
-        if name.startswith("log_") or name == "set_tags":
-            return lambda *a, **k: None
-        raise AttributeError(name)
-
-
 class RunTracker:
     """One MLflow run for one training or evaluation job."""
 
@@ -100,9 +65,11 @@ class RunTracker:
         mlflow.set_tracking_uri(self.uri)
         self.client = mlflow.MlflowClient(self.uri)
         exp_id = get_experiment_id(self.client, self.cfg.tracking.experiment_name)
-        tags = {**self._default_tags(), **self.tags, **_env_tags()}
-        if "optuna.trial_number" in tags:  # sweep children read best as trial-<n> under the study
-            self.run_name = f"trial-{tags['optuna.trial_number']}"
+        tags = {**self._default_tags(), **self.tags}
+        trial = TrialJob.from_env()
+        if trial is not None:
+            tags.update(trial.run_tags())
+            self.run_name = trial.run_name
         run = self.client.create_run(exp_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         mlflow.start_run(run_id=self.run_id)  # makes flavor log_model calls target this run
@@ -114,11 +81,12 @@ class RunTracker:
 
         if exc_type is None:
             status = "FINISHED"
-        elif exc_type.__name__ == "TrialPruned":
-            self.client.set_tag(self.run_id, "ocrexp.trial_state", "PRUNED")
+        elif is_pruned(exc):
+            self.client.set_tag(self.run_id, STATE_TAG, "PRUNED")
             status = "FINISHED"
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.client.set_tag(self.run_id, "ocrexp.error", "interrupted (SIGINT/SIGTERM)")
+            how = "terminated (SIGTERM)" if issubclass(exc_type, Terminated) else "interrupted (Ctrl-C)"
+            self.client.set_tag(self.run_id, "ocrexp.error", how)
             status = "KILLED"
         else:
             self.client.set_tag(self.run_id, "ocrexp.error", f"{exc_type.__name__}: {exc}"[:5000])
@@ -146,9 +114,6 @@ class RunTracker:
         commit = git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
-        parent = os.environ.get("OCREXP_PARENT_RUN_ID")
-        if parent:
-            tags["mlflow.parentRunId"] = parent
         return tags
 
     def _log_config(self) -> None:
@@ -209,28 +174,19 @@ class RunTracker:
         import mlflow
         from mlflow.models import infer_signature
 
+        from ocrexp.reading.pyfunc import log_reader
+
         signature = infer_signature(input_example, model.predict(input_example, verbose=0))
         info = mlflow.tensorflow.log_model(model, name="model", signature=signature,
                                            input_example=input_example)
         self.set_tags({"ocrexp.model_uri": f"runs:/{self.run_id}/model"})
-        try:  # the number reader (issue 5) rides along when available
-            from ocrexp.reading.pyfunc import log_reader
-        except ImportError:
-            pass
-        else:
-            log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale)
+        log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale)
         return info.model_uri
 
     def keras_callback(self):
         from ocrexp.callbacks import MlflowMetrics
 
         return MlflowMetrics(self)
-
-
-def _env_tags() -> dict[str, str]:
-    """Extra tags handed down by a sweeper through ``$OCREXP_RUN_TAGS`` (a JSON object)."""
-    raw = os.environ.get("OCREXP_RUN_TAGS")
-    return {str(k): str(v) for k, v in json.loads(raw).items()} if raw else {}
 
 
 def _hydra_output_dir() -> Path | None:
@@ -241,8 +197,3 @@ def _hydra_output_dir() -> Path | None:
         return None
     d = Path(HydraConfig.get().runtime.output_dir) / HydraConfig.get().output_subdir
     return d if d.is_dir() else None
-
-
-def make_tracker(cfg: DictConfig, run_name: str, tags: Mapping[str, str] | None = None):
-    """A ``RunTracker`` when ``tracking.enabled``, else a ``NullTracker``."""
-    return RunTracker(cfg, run_name, tags) if cfg.tracking.enabled else NullTracker()

@@ -12,6 +12,9 @@ from hydra.experimental.callback import Callback
 
 from ocrexp import paths
 
+# Asks the MLflow UI to open the experiment in its model-training views.
+EXPERIMENT_KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}
+
 
 def tracking_uri(tracking_cfg: Any = None) -> str:
     """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in ``<root>/mlruns/mlflow.db``.
@@ -29,6 +32,20 @@ def tracking_uri(tracking_cfg: Any = None) -> str:
 def artifact_root() -> str:
     """Default artifact location for experiments created in the local store."""
     return (paths.project_root() / "mlruns" / "artifacts").as_uri()
+
+
+def get_experiment_id(client, name: str) -> str:
+    """The experiment's id, creating it (with the custom-model view tag) on first use."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=f"{artifact_root()}/{name}",
+                                            tags=EXPERIMENT_KIND_TAG)
+        except Exception:  # another process created it first
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    return exp.experiment_id
 
 
 def ensure_store(uri: str) -> None:

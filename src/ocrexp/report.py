@@ -1,0 +1,36 @@
+"""The test report of a trained model: metrics, per-image predictions and the plots made of them.
+
+Training runs (``ocrexp.train``) and ``ocrexp-eval`` (``ocrexp.evaluate``) both build and log it here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def test_report(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
+    """Accuracy, cross-entropy and per-image predictions of ``model`` on scaled images ``x``."""
+    probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    y_pred = probs.argmax(axis=1)
+    p_true = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    return {
+        "test_accuracy": float(np.mean(y_pred == y)),
+        "test_loss": float(-np.mean(np.log(p_true))),
+        "y_true": y,
+        "y_pred": y_pred,
+        "confidence": probs.max(axis=1),
+    }
+
+
+def log_report(tracker, report: Mapping[str, Any], images: np.ndarray, class_names, plots_too: bool) -> None:
+    """Test metrics and, optionally, the confusion matrix and misclassified-digit grid."""
+    tracker.log_metrics({"test_accuracy": report["test_accuracy"], "test_loss": report["test_loss"]})
+    if plots_too:
+        from ocrexp import plots
+
+        y, y_pred = report["y_true"], report["y_pred"]
+        tracker.log_figure(plots.confusion_matrix(y, y_pred, class_names), "plots/confusion_matrix.png")
+        tracker.log_figure(plots.misclassified(images, y, y_pred, report["confidence"], class_names),
+                           "plots/misclassified.png")

@@ -1,0 +1,83 @@
+"""What an Optuna sweep tells each training job, and how the job's MLflow run answers: one contract.
+
+The sweeper (``hydra_plugins.ocrexp_optuna_sweeper``) runs every trial as a Hydra job, often in another
+process or on another machine. It hands the job a :class:`TrialJob` through environment variables,
+set per job with ``hydra.job.env_set`` so that they stay out of the task config (and out of the
+logged params). From the storage URL, study name and trial id any process can rebuild the trial
+(``optuna.load_study`` then ``optuna.trial.Trial(study, trial_id)``), report to it and be pruned
+(``ocrexp.pruning``); the parent run id makes the job's MLflow run a nested child of the study's run
+(``ocrexp.tracking``). The names below are the whole contract: nothing else spells them.
+
+Importing this module is cheap: no Optuna, no MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ENV_STORAGE = "OCREXP_OPTUNA_STORAGE"
+ENV_STUDY = "OCREXP_OPTUNA_STUDY"
+ENV_TRIAL_ID = "OCREXP_OPTUNA_TRIAL_ID"
+ENV_TRIAL_NUMBER = "OCREXP_OPTUNA_TRIAL_NUMBER"
+ENV_PARENT_RUN_ID = "OCREXP_PARENT_RUN_ID"
+
+# Study user attribute holding the pruner spec (a name or a mapping): written by the sweeper, read
+# by every job so that all of them prune with the study's pruner.
+PRUNER_ATTR = "ocrexp.pruner"
+
+# Tags on a trial's MLflow run.
+PARENT_TAG = "mlflow.parentRunId"
+STUDY_TAG = "optuna.study"
+NUMBER_TAG = "optuna.trial_number"
+STATE_TAG = "ocrexp.trial_state"  # COMPLETE | PRUNED | FAIL
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """The trial one training job runs, as the sweeper hands it down."""
+
+    storage: str
+    study: str
+    trial_id: int
+    number: int
+    parent_run_id: str | None = None
+
+    def to_env(self) -> dict[str, str]:
+        """The job's environment variables."""
+        env = {ENV_STORAGE: self.storage, ENV_STUDY: self.study, ENV_TRIAL_ID: str(self.trial_id),
+               ENV_TRIAL_NUMBER: str(self.number)}
+        if self.parent_run_id:
+            env[ENV_PARENT_RUN_ID] = self.parent_run_id
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TrialJob | None:
+        """The trial this process runs, or None outside an Optuna sweep."""
+        env = os.environ if environ is None else environ
+        storage, study, trial_id = env.get(ENV_STORAGE), env.get(ENV_STUDY), env.get(ENV_TRIAL_ID)
+        if not (storage and study and trial_id):
+            return None
+        return cls(storage, study, int(trial_id), int(env.get(ENV_TRIAL_NUMBER, -1)),
+                   env.get(ENV_PARENT_RUN_ID) or None)
+
+    @property
+    def run_name(self) -> str:
+        """The MLflow run name: the study's runs read best as ``trial-<n>`` under its parent."""
+        return f"trial-{self.number}"
+
+    def run_tags(self) -> dict[str, str]:
+        """Tags that place the job's MLflow run under the study's parent run."""
+        tags = {STUDY_TAG: self.study, NUMBER_TAG: str(self.number)}
+        if self.parent_run_id:
+            tags[PARENT_TAG] = self.parent_run_id
+        return tags
+
+
+def is_pruned(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is Optuna's ``TrialPruned`` (without importing Optuna: if it is not loaded,
+    nothing can have raised it)."""
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(exc, optuna.TrialPruned)
