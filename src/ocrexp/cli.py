@@ -1,4 +1,4 @@
-"""``ocrexp``: the project's command-line tool (data, ui, export, reproduce, predict).
+"""``ocrexp``: the project's command-line tool (data, ui, export, reproduce, predict, runs).
 
 Each subcommand lives in ``ocrexp.commands.<name>`` and exposes ``add_parser(subparsers)``
 and ``run(args) -> int``. Those modules must stay light to import: TensorFlow and MLflow are
@@ -11,9 +11,9 @@ import argparse
 import importlib
 import sys
 
-from ocrexp.errors import OcrexpError, exit_with_error
+from ocrexp.errors import USAGE_EXIT, OcrexpError, print_error
 
-COMMANDS = ("data", "ui", "export", "reproduce", "predict")
+COMMANDS = ("data", "ui", "export", "reproduce", "predict", "runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except OcrexpError as exc:
-        exit_with_error(str(exc))
+        print_error(str(exc))
+        return USAGE_EXIT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

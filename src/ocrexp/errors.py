@@ -24,7 +24,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be, so that runs end as KILLED and sweeps pass it on."""
 
 
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr, the one line every command prints for a mistake."""
+    print(f"error: {message}", file=sys.stderr)
+
+
 def exit_with_error(message: str) -> NoReturn:
     """End the command with ``error: <message>`` on stderr and the usage exit status."""
-    print(f"error: {message}", file=sys.stderr)
+    print_error(message)
     sys.exit(USAGE_EXIT)

@@ -33,6 +33,10 @@ PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "optuna.study"
 NUMBER_TAG = "optuna.trial_number"
 STATE_TAG = "ocrexp.trial_state"  # COMPLETE | PRUNED | FAIL
+# The study's parent run: tagged with its role, and holding these metrics (updated after every trial).
+ROLE_TAG, STUDY_ROLE = "ocrexp.role", "optuna-study"
+STUDY_METRICS = {"trials_complete": "complete", "trials_pruned": "pruned", "trials_failed": "failed"}
+BEST_METRIC = "best_value"
 
 
 @dataclass(frozen=True)

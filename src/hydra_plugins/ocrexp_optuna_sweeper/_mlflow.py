@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ocrexp.sweep_protocol import NUMBER_TAG, PARENT_TAG, STATE_TAG, STUDY_TAG
+from ocrexp.sweep_protocol import (BEST_METRIC, NUMBER_TAG, PARENT_TAG, ROLE_TAG, STATE_TAG, STUDY_METRICS, STUDY_ROLE,
+                                    STUDY_TAG)
 
 log = logging.getLogger(__name__)
 
 PARENT_ATTR = "ocrexp.mlflow_parent_run_id"
-ROLE_TAG, ROLE = "ocrexp.role", "optuna-study"
 
 
 class StudyRun:
@@ -55,7 +55,7 @@ class StudyRun:
         if found:
             return found, True
         mine = self.client.create_run(self.experiment_id, run_name=f"optuna-{self.study_name}",
-                                      tags={ROLE_TAG: ROLE, STUDY_TAG: self.study_name}).info.run_id
+                                      tags={ROLE_TAG: STUDY_ROLE, STUDY_TAG: self.study_name}).info.run_id
         earliest = self._earliest()
         if earliest and earliest != mine:  # another worker created one at the same moment
             self.client.delete_run(mine)
@@ -65,7 +65,7 @@ class StudyRun:
     def _earliest(self) -> str | None:
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = '{ROLE}' AND tags.`{STUDY_TAG}` = '{_esc(self.study_name)}'",
+            filter_string=f"tags.`{ROLE_TAG}` = '{STUDY_ROLE}' AND tags.`{STUDY_TAG}` = '{_esc(self.study_name)}'",
             order_by=["attributes.start_time ASC"], max_results=5)
         runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
         return runs[0].info.run_id if runs else None
@@ -102,11 +102,10 @@ class StudyRun:
         from mlflow.entities import Metric
 
         now, step = int(time.time() * 1000), counts.done + counts.failed
-        metrics = [Metric("trials_complete", counts.complete, now, step),
-                   Metric("trials_pruned", counts.pruned, now, step),
-                   Metric("trials_failed", counts.failed, now, step)]
+        by_state = {"complete": counts.complete, "pruned": counts.pruned, "failed": counts.failed}
+        metrics = [Metric(name, by_state[state], now, step) for name, state in STUDY_METRICS.items()]
         if best is not None:
-            metrics.append(Metric("best_value", best, now, step))
+            metrics.append(Metric(BEST_METRIC, best, now, step))
         if frozen.values and len(frozen.values) == 1:
             metrics.append(Metric("trial_value", frozen.values[0], now, frozen.number))
         with self._lock:
