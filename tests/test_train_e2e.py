@@ -135,34 +135,3 @@ def test_multirun_sweeps_overrides_into_separate_runs(project):
     assert all(r.info.status == "FINISHED" for r in runs)
     assert (project.root / "multirun").is_dir()
 
-
-def test_ui_serves_the_project_store_on_localhost(trained):
-    import json
-    import socket
-    import urllib.request
-
-    project, run_id = trained
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(BIN / "ocrexp"), "ui", "--port", str(port)], cwd=project.root, env=project.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert f"http://127.0.0.1:{port}" in proc.stdout.readline()
-        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    body = json.load(resp)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(1)
-        assert body["run"]["info"]["status"] == "FINISHED"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
-            assert resp.status == 200 and b"<html" in resp.read().lower()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-import os as _os
+from ocrexp.console import quiet_libraries as _quiet_libraries
 
-# TensorFlow's C++ start-up chatter (CUDA probes on CPU machines) drowns the useful output.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Here, not in the entry points: every process that runs ocrexp code (sweep workers included)
+# imports this package before TensorFlow or MLflow, and their start-up chatter is decided at load.
+_quiet_libraries()

@@ -10,6 +10,7 @@ the test metrics and plots (``ocrexp.report``, as training runs do).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import hydra
@@ -21,6 +22,7 @@ from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
 
 config.register()  # the resolvers the composition below needs
+log = logging.getLogger("ocrexp.evaluate")  # not __name__: `python -m ocrexp.evaluate` runs as __main__
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -49,8 +51,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             return _read_numbers(cfg, model, data, tracker)
         report = test_report(model, scale_images(x, cfg.dataset.scale), y, cfg.batch_size)
         log_report(tracker, report, x, data.class_names, cfg.tracking.log_plots)
-    print(f"test_accuracy={report['test_accuracy']:.4f} test_loss={report['test_loss']:.4f} "
-          f"on {n} {data.name} test images" + (f" | MLflow run {tracker.run_id}" if tracker.run_id else ""))
+    log.info(f"test_accuracy={report['test_accuracy']:.4f} test_loss={report['test_loss']:.4f} "
+             f"on {n} {data.name} test images" + _run_link(tracker))
     return report
 
 
@@ -67,10 +69,14 @@ def _read_numbers(cfg: DictConfig, model, data, tracker) -> dict[str, Any]:
     metrics = run_read_benchmark(model, count=read.count, length=length, seed=read.seed,
                                  style=NumberStyle(touching=read.touching, noise=read.noise), digits=data,
                                  pixel_scale=cfg.dataset.scale, batch_size=cfg.batch_size, tracker=tracker)
-    print(f"read_number_accuracy={metrics['read_number_accuracy']:.4f} "
-          f"read_digit_accuracy={metrics['read_digit_accuracy']:.4f} on {read.count} generated numbers"
-          + (f" | MLflow run {tracker.run_id}" if tracker.run_id else ""))
+    log.info(f"read_number_accuracy={metrics['read_number_accuracy']:.4f} "
+             f"read_digit_accuracy={metrics['read_digit_accuracy']:.4f} on {read.count} generated numbers"
+             + _run_link(tracker))
     return metrics
+
+
+def _run_link(tracker) -> str:
+    return f" | MLflow run {tracker.run_id}: {tracker.link}" if tracker.run_id else ""
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="eval", version_base="1.3")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from ocrexp import config
+from ocrexp.sweep_protocol import TrialJob
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def fit(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, 
 
     best = BestWeights(t.checkpoint.monitor) if t.checkpoint.monitor else None
     shared = [FailOnNaN(), tracker.keras_callback(), pruning_callback_from_env(config.optimized_metrics(cfg)[0]), best]
-    verbose = (1 if sys.stdout.isatty() else 2) if t.verbose == "auto" else t.verbose
+    verbose = keras_verbosity(t.verbose)
     history: dict[str, list[float]] = {}
     spans = []
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -91,6 +92,16 @@ def fit(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, 
         tracker.set_tags({"ocrexp.best_epoch": best.best_epoch})
         tracker.log_metrics({"best_epoch": best.best_epoch, f"best_{best.monitor}": best.best})
     return history
+
+
+def keras_verbosity(setting) -> int:
+    """``trainer.verbose``: ``auto`` is a progress bar on a terminal, one line per epoch elsewhere (no
+    escape codes in logs), and nothing inside a sweep's trial (the sweep prints a line per trial)."""
+    if setting != "auto":
+        return int(setting)
+    if TrialJob.from_env() is not None:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
 
 def training_model(model, augmentation=None):
@@ -135,4 +146,4 @@ def log_augmentation_preview(cfg: DictConfig, splits, tracker, n: int = 12, rows
     originals = scale_images(splits.x_train[:n], cfg.dataset.scale)
     augmented = augment.preview(cfg.augmentation, originals, cfg.seed, rows)
     name = cfg.augmentation.get("name", "augmentation")
-    tracker.log_figure(plots.augmentation_grid(originals, augmented, name), "plots/augmentation.png")
+    tracker.log_figure(lambda: plots.augmentation_grid(originals, augmented, name), "plots/augmentation.png")

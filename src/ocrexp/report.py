@@ -31,6 +31,6 @@ def log_report(tracker, report: Mapping[str, Any], images: np.ndarray, class_nam
         from ocrexp import plots
 
         y, y_pred = report["y_true"], report["y_pred"]
-        tracker.log_figure(plots.confusion_matrix(y, y_pred, class_names), "plots/confusion_matrix.png")
-        tracker.log_figure(plots.misclassified(images, y, y_pred, report["confidence"], class_names),
+        tracker.log_figure(lambda: plots.confusion_matrix(y, y_pred, class_names), "plots/confusion_matrix.png")
+        tracker.log_figure(lambda: plots.misclassified(images, y, y_pred, report["confidence"], class_names),
                            "plots/misclassified.png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ocrexp.console import tensorflow_chatter_hidden
 from ocrexp.errors import ConfigError
 
 
@@ -17,7 +18,8 @@ def configure(trainer, seed: int) -> str:
     import keras
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    with tensorflow_chatter_hidden():  # probing for GPUs logs CUDA errors on machines without one
+        gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
         raise ConfigError(
             "trainer.device=gpu was asked for but TensorFlow sees no GPU; install the CUDA build "

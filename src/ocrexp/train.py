@@ -11,6 +11,7 @@ and config errors answer at once.
 
 from __future__ import annotations
 
+import logging
 import signal
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -24,6 +25,7 @@ from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
 
 config.register()  # the schema and resolvers the composition below needs
+log = logging.getLogger("ocrexp.train")  # not __name__: `python -m ocrexp.train` runs as __main__
 
 
 @dataclass
@@ -68,6 +70,7 @@ def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> Ru
     from ocrexp.tracking import make_tracker
 
     run = prepare(cfg)
+    log.info(header(cfg, run))
     with make_tracker(cfg, run_name(cfg), tags) as tracker:
         tracker.set_tags({"ocrexp.device": run.device, **run.provenance})
         tracker.log_dataset(run.data, run.splits)
@@ -96,7 +99,7 @@ def evaluate_and_log(cfg: DictConfig, run: Prepared, history, tracker) -> dict[s
     if cfg.tracking.log_plots:
         from ocrexp import plots
 
-        tracker.log_figure(plots.learning_curves(history), "plots/learning_curves.png")
+        tracker.log_figure(lambda: plots.learning_curves(history), "plots/learning_curves.png")
     if cfg.tracking.log_model:
         tracker.log_model(run.model, scale_images(splits.x_test[:4], cfg.dataset.scale),
                           class_names=list(class_names), pixel_scale=cfg.dataset.scale)
@@ -126,11 +129,19 @@ def run_name(cfg: DictConfig) -> str:
     return "-".join(str(p) for p in parts)
 
 
+def header(cfg: DictConfig, run: Prepared) -> str:
+    """The line a run starts with: what trains on what, where."""
+    s = run.splits
+    return (f"{run_name(cfg)}: {run.model.name} ({run.model.count_params():,} params) on {run.data.name} "
+            f"({len(s.x_train):,} train / {len(s.x_val):,} val / {len(s.x_test):,} test images), "
+            f"{cfg.trainer.epochs} epoch{'s' if cfg.trainer.epochs != 1 else ''}, {run.device}")
+
+
 def print_summary(report: Mapping[str, Any], tracker) -> None:
     line = f"test_accuracy={report['test_accuracy']:.4f} test_loss={report['test_loss']:.4f}"
     if tracker.run_id:
-        line += f" | MLflow run {tracker.run_id} in {tracker.uri} (browse: ocrexp ui)"
-    print(line, flush=True)
+        line += f" | MLflow run {tracker.run_id}: {tracker.link} (ocrexp ui)"
+    log.info(line)
 
 
 def _terminate(signum, frame) -> None:

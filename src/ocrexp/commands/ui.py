@@ -4,37 +4,53 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from ocrexp.commands._server import browser_url, check_port_free, serve
+from ocrexp.errors import OcrexpError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("ui", help="browse runs in the MLflow UI",
-                                   description="Start the MLflow UI on this project's tracking store.")
+                                   description="Start the MLflow UI on this project's tracking store and print "
+                                               "the link to the experiment's runs. Ctrl-C or SIGTERM stops it.")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default 127.0.0.1: only this machine can connect)")
     parser.add_argument("--tracking-uri", default=None, help="store to browse (default: the project's)")
+    parser.add_argument("--experiment", default="ocrexp",
+                        help="experiment whose runs page is linked; created if missing (default ocrexp)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="web worker processes, each a few hundred MB (default 1)")
     parser.set_defaults(run=run)
 
 
-def command(uri: str, host: str, port: int) -> list[str]:
+def command(uri: str, host: str, port: int, workers: int = 1) -> list[str]:
     """The ``mlflow server`` command line serving ``uri``."""
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+           "--workers", str(workers)]
     if uri.startswith("sqlite:///"):  # artifacts uploaded through the UI/server stay beside the DB
         cmd += ["--artifacts-destination", str(Path(uri[len("sqlite:///"):]).parent / "artifacts")]
     return cmd
 
 
 def run(args: argparse.Namespace) -> int:
-    from ocrexp.tracking.store import ensure_store, tracking_uri
+    if args.workers < 1:
+        raise OcrexpError(f"--workers must be at least 1 (got {args.workers})")
+    check_port_free(args.host, args.port)  # before the slow MLflow import, and instead of a server traceback
+
+    import mlflow
+
+    from ocrexp.tracking.store import ensure_store, get_experiment_id, tracking_uri
 
     uri = args.tracking_uri or tracking_uri()
     ensure_store(uri)
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    experiment_id = get_experiment_id(mlflow.MlflowClient(tracking_uri=uri), args.experiment)
+    link = f"{browser_url(args.host, args.port)}/#/experiments/{experiment_id}/runs"
+    print(f"MLflow UI for {uri}: {link} (Ctrl-C to stop)", flush=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    try:
-        return subprocess.call(command(uri, args.host, args.port), env=env)
-    except KeyboardInterrupt:
-        return 0
+    # With a database store MLflow also starts GenAI job workers (a runner and seven consumers, about
+    # 1 GB); nothing in this project submits jobs. Exporting the variable as true brings them back.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return serve(command(uri, args.host, args.port, args.workers), env=env)

@@ -106,7 +106,7 @@ def log_reader(keras_model, name: str = "reader", *, class_names: Sequence[str] 
             model_config=config,
             signature=signature(),
             input_example=pd.DataFrame({INPUT_COLUMN: [example_png()]}),
-            pip_requirements=_requirements(),
+            pip_requirements=pip_requirements(),
         )
 
 
@@ -175,7 +175,9 @@ def _package_copy(tmp: Path) -> Path:
     return target
 
 
-def _requirements() -> list[str]:
+def pip_requirements() -> list[str]:
+    """What serving a logged model needs, pinned to this environment's versions. Passing them to
+    MLflow explicitly spares it inferring them, which re-imports the model in a subprocess (~6 s)."""
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []

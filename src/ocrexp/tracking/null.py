@@ -9,7 +9,9 @@ class NullTracker:
     """Same methods as ``RunTracker`` (a test keeps them in step); each one does nothing."""
 
     run_id: str | None = None
+    experiment_id: str | None = None
     uri: str | None = None
+    link: str | None = None
 
     def __enter__(self) -> "NullTracker":
         return self
@@ -30,9 +32,10 @@ class NullTracker:
         pass
 
     def log_figure(self, fig, artifact_file: str) -> None:
-        import matplotlib.pyplot as plt
+        if not callable(fig):  # a function is never drawn; a drawn figure is closed, as RunTracker does
+            import matplotlib.pyplot as plt
 
-        plt.close(fig)  # as RunTracker does: figures are never left open
+            plt.close(fig)
 
     def log_dataset(self, data, splits) -> None:
         pass

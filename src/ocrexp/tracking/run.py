@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ocrexp.errors import Terminated
 from ocrexp.sweep_protocol import STATE_TAG, TrialJob, is_pruned
-from ocrexp.tracking.store import ensure_store, get_experiment_id, tracking_uri
+from ocrexp.tracking.store import ensure_store, get_experiment_id, tracking_uri, ui_link
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -53,7 +55,10 @@ class RunTracker:
         self.tags = dict(tags or {})
         self.uri = tracking_uri(cfg.tracking)
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.client = None
+        self._figures: ThreadPoolExecutor | None = None
+        self._drawn: list[Future] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "RunTracker":
@@ -64,7 +69,7 @@ class RunTracker:
         self._env_uri = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
         self.client = mlflow.MlflowClient(self.uri)
-        exp_id = get_experiment_id(self.client, self.cfg.tracking.experiment_name)
+        exp_id = self.experiment_id = get_experiment_id(self.client, self.cfg.tracking.experiment_name)
         tags = {**self._default_tags(), **self.tags}
         trial = TrialJob.from_env()
         if trial is not None:
@@ -79,6 +84,9 @@ class RunTracker:
     def __exit__(self, exc_type, exc, tb) -> bool:
         import mlflow
 
+        failure = self._finish_figures()
+        if exc_type is None and failure is not None:  # a plot that failed fails the run, as it would inline
+            exc_type, exc = type(failure), failure
         if exc_type is None:
             status = "FINISHED"
         elif is_pruned(exc):
@@ -96,7 +104,18 @@ class RunTracker:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = self._env_uri
+        if failure is not None and exc is failure:
+            raise failure
         return False
+
+    def _finish_figures(self) -> BaseException | None:
+        """Wait for the figures still being drawn; the first error, if one failed."""
+        if self._figures is None:
+            return None
+        self._figures.shutdown(wait=True)
+        self._figures = None
+        errors = [f.exception() for f in self._drawn if f.exception() is not None]
+        return errors[0] if errors else None
 
     def _default_tags(self) -> dict[str, str]:
         import keras
@@ -133,6 +152,11 @@ class RunTracker:
             self.client.set_tag(self.run_id, "ocrexp.overrides", " ".join(overrides) or "(none)")
             self.client.log_artifacts(self.run_id, str(hydra_dir), "hydra")
 
+    @property
+    def link(self) -> str | None:
+        """The run's page in the MLflow UI."""
+        return ui_link(self.uri, self.experiment_id, self.run_id) if self.run_id else None
+
     # -- logging ---------------------------------------------------------------------------------
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -155,10 +179,24 @@ class RunTracker:
         self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), artifact_file)
 
     def log_figure(self, fig, artifact_file: str) -> None:
+        """Log a matplotlib figure, or a function that makes one. A function is drawn and uploaded
+        on a background thread (one, so pyplot is never used by two at once) while the run goes on;
+        the run waits for it before it ends."""
+        if not callable(fig):
+            self._save_figure(fig, artifact_file)
+            return
+        if self._figures is None:
+            self._figures = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocrexp-figures")
+        self._drawn.append(self._figures.submit(self._save_figure, fig, artifact_file))
+
+    def _save_figure(self, fig, artifact_file: str) -> None:
         import matplotlib.pyplot as plt
 
-        self.client.log_figure(self.run_id, fig, artifact_file)
-        plt.close(fig)
+        figure = fig() if callable(fig) else fig
+        try:
+            self.client.log_figure(self.run_id, figure, artifact_file)
+        finally:
+            plt.close(figure)
 
     def log_dataset(self, data, splits) -> None:
         """Dataset identity (name, source, content checksum, sizes, class names)."""
@@ -174,19 +212,34 @@ class RunTracker:
         import mlflow
         from mlflow.models import infer_signature
 
-        from ocrexp.reading.pyfunc import log_reader
+        from ocrexp.reading.pyfunc import log_reader, pip_requirements
 
         signature = infer_signature(input_example, model.predict(input_example, verbose=0))
-        info = mlflow.tensorflow.log_model(model, name="model", signature=signature,
-                                           input_example=input_example)
-        self.set_tags({"ocrexp.model_uri": f"runs:/{self.run_id}/model"})
-        log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale)
+        with _keras_progress_bars_off():  # MLflow checks the input example with a verbose predict()
+            info = mlflow.tensorflow.log_model(model, name="model", signature=signature,
+                                               input_example=input_example, pip_requirements=pip_requirements())
+            self.set_tags({"ocrexp.model_uri": f"runs:/{self.run_id}/model"})
+            log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale)
         return info.model_uri
 
     def keras_callback(self):
         from ocrexp.callbacks import MlflowMetrics
 
         return MlflowMetrics(self)
+
+
+@contextmanager
+def _keras_progress_bars_off():
+    """Keras' progress output goes to the log instead of the terminal inside this block."""
+    from keras import utils
+
+    was_on = utils.is_interactive_logging_enabled()
+    utils.disable_interactive_logging()
+    try:
+        yield
+    finally:
+        if was_on:
+            utils.enable_interactive_logging()
 
 
 def _hydra_output_dir() -> Path | None:

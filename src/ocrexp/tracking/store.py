@@ -48,6 +48,13 @@ def get_experiment_id(client, name: str) -> str:
     return exp.experiment_id
 
 
+def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """Where a browser shows the experiment's runs (or one run): the tracking server itself for an
+    ``http(s)`` store, else the UI that ``ocrexp ui`` starts on 127.0.0.1:5000."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+
+
 def ensure_store(uri: str) -> None:
     """Create or migrate the tracking database once (concurrent first use races in SQLite)."""
     if uri.startswith("sqlite:///"):

@@ -1,0 +1,145 @@
+"""What ocrexp prints: its own lines, Keras' epoch lines and warnings; libraries' chatter goes to log files.
+
+A run prints a header, Keras' per-epoch lines and a summary; a sweep prints a header, one line per
+finished trial and a summary. TensorFlow's C++ log, MLflow's INFO lines and progress bars, and
+Hydra's launcher lines stay off the terminal (Hydra's log files still get the Python ones).
+``OCREXP_VERBOSE=1`` brings everything back for debugging.
+
+The logging side is wired in through Hydra's own logging configs (``conf/hydra/job_logging`` and
+``conf/hydra/hydra_logging``), which name the filter, formatter and handler below.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import logging
+import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from ocrexp.sweep_protocol import TrialJob
+
+VERBOSE_ENV = "OCREXP_VERBOSE"
+# Loggers whose INFO lines are meant for the terminal.
+OWN_LOGGERS = ("ocrexp", "hydra_plugins.ocrexp_optuna_sweeper")
+
+
+def verbose() -> bool:
+    """Whether the user asked for every library's raw output (``OCREXP_VERBOSE=1``)."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# TensorFlow's start-up lines, written by C++ straight to file descriptor 2 before its log level is read:
+# absl's notice, INFO/WARNING lines (oneDNN, "Could not find cuda drivers") and GPU-probe errors.
+_STARTUP_CHATTER = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} "
+                              r"|E\d{4} .*(cuInit|CUDA|cuda|cuDNN|cuFFT|cuBLAS|TensorRT|GPU)")
+
+
+def quiet_libraries() -> None:
+    """Silence TensorFlow's C++ log and MLflow's INFO lines and progress bars; must run before either
+    loads. A level the user set in the environment wins."""
+    if verbose():
+        return
+    # Level 3 also drops "failed call to cuInit" errors that every GPU-less machine logs. Sweep
+    # workers inherit it from the sweep; a lower level set by the user keeps TensorFlow's lines.
+    if os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3") == "3" and "tensorflow" not in sys.modules \
+            and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+def _own(name: str) -> bool:
+    return any(name == own or name.startswith(own + ".") for own in OWN_LOGGERS)
+
+
+class ConsoleFilter(logging.Filter):
+    """Lets through warnings and errors, and ocrexp's INFO lines; inside a sweep's trial the run's
+    own lines stay in the trial's log file, so the sweep's terminal shows one line per trial."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or verbose():
+            return True
+        if not _own(record.name):
+            return False
+        return record.name.startswith("hydra_plugins.") or TrialJob.from_env() is None
+
+
+class ConsoleFormatter(logging.Formatter):
+    """ocrexp's lines as they are; warnings and errors prefixed, with the logger for foreign ones."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and verbose():
+            message += "\n" + self.formatException(record.exc_info)
+        if record.levelno < logging.WARNING:
+            return message
+        where = "" if _own(record.name) else f" [{record.name}]"
+        return f"{record.levelname.lower()}{where}: {message}"
+
+
+class LogFile(logging.FileHandler):
+    """A log file opened on the first record, creating its folder then (Hydra makes a sweep's folder
+    only when it launches the first job)."""
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str | None = "utf-8") -> None:
+        super().__init__(filename, mode=mode, encoding=encoding, delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+@contextmanager
+def tensorflow_chatter_hidden():
+    """Within this block, TensorFlow's C++ start-up lines on file descriptor 2 are dropped; any other
+    output there is passed on, and all of it when the block raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if failed or not _STARTUP_CHATTER.match(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Runs the first ``import tensorflow`` (wherever it comes from: Keras, MLflow, ocrexp) inside
+    :func:`tensorflow_chatter_hidden`, then steps out of the import system."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__spec__.loader = module.__loader__ = self._loader  # as if imported plainly
+        with tensorflow_chatter_hidden():
+            self._loader.exec_module(module)
