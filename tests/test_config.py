@@ -76,6 +76,36 @@ def test_out_of_range_values_name_the_key(override, key):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["model=cnn_bn", "model.filters=[0,-5,128]"], "model.filters.0=0 is not allowed: use a positive integer."),
+    (["model=cnn_bn", "model.filters=[16,-5,128]"], "model.filters.1=-5 is not allowed: use a positive integer."),
+    (["model=cnn_bn", "model.filters=[16,null]"], "model.filters.1=None is not allowed: use a positive integer."),
+    (["model=cnn_bn", "model.filters=[16,2.5]"], "model.filters.1=2.5 is not allowed: use a positive integer."),
+    (["+model.block_filters={0: 16, 1: -5}"], "model.block_filters.1=-5 is not allowed: use a positive integer."),
+    (["+model.blocks=[{filters: 16}, {filters: 0}]"], "model.blocks.1.filters=0 is not allowed: use a positive integer."),
+    (["+model.block_dropout=[0.1,1.5]"], "model.block_dropout.1=1.5 is not allowed: use a rate in [0, 1)."),
+    (["schedule=plateau", "schedule.factor=[0.5,2.0]"], "schedule.factor.1=2.0 is not allowed: use a multiplier in (0, 1)."),
+    (["model.conv1_filters=0"], "model.conv1_filters=0 is not allowed: use a positive integer."),
+])
+def test_items_of_list_and_dict_settings_are_range_checked_like_scalars(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        config.validate(compose(*overrides))
+    assert str(err.value) == message
+
+
+def test_valid_list_settings_and_null_layers_pass_validation():
+    config.validate(compose("model=cnn_bn", "model.filters=[8,16,32,64]"))
+    config.validate(compose("model=cnn_bn", "model.head=gap", "model.dense_units=null"))
+    config.validate(compose("experiment=mnist_best"))
+
+
+def test_a_bad_list_item_on_the_command_line_is_one_line_with_usage_status(project):
+    proc = project.run("ocrexp-train", "model=cnn_bn", "model.filters=[16,-5,128]", "tracking=none", check=False, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["error: model.filters.1=-5 is not allowed: use a positive integer."]
+    assert not (project.root / "mlruns").exists()
+
+
 def test_valid_default_passes_validation():
     config.validate(compose())
     config.validate(compose("optimized_metric=[val_accuracy,params]"))

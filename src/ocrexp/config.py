@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Iterator, NamedTuple, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -79,6 +79,8 @@ class TrainerConf:
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
     checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
     verbose: Any = "auto"
+    steps_per_execution: int = 1
+    eval_batch_size: int = 1024
 
 
 @dataclass
@@ -122,16 +124,29 @@ def compose(*overrides: str, hydra: bool = False) -> DictConfig:
         return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
-def _walk(node: Any, prefix: str = ""):
-    """Yield (dotted key, value) for every leaf of a config."""
+class _Leaf(NamedTuple):
+    """One value of a config: its dotted key, the name of the setting it belongs to, and whether
+    it is an item of that setting (in a list, or under a numeric dict key) or the setting itself."""
+
+    key: str
+    name: str
+    value: Any
+    item: bool
+
+
+def _walk(node: Any, prefix: str = "", name: str = "", item: bool = False) -> Iterator[_Leaf]:
+    """Yield every leaf of a config. Items belong to their setting: the items of ``model.filters``
+    are named ``filters`` (not ``0``, ``1``...), so a rule keyed on a setting's name checks each
+    of them. A dict's values are named by their keys, unless the keys are numbers (``{5: 0.1}``)."""
     if isinstance(node, DictConfig):
         for key in node:
-            yield from _walk(node._get_node(key), f"{prefix}{key}.")
+            index = isinstance(key, int)
+            yield from _walk(node._get_node(key), f"{prefix}{key}.", name if index else str(key), item or index)
     elif isinstance(node, ListConfig):
-        for i, item in enumerate(node):
-            yield from _walk(node._get_node(i), f"{prefix}{i}.")
+        for i in range(len(node)):
+            yield from _walk(node._get_node(i), f"{prefix}{i}.", name, True)
     else:
-        yield prefix[:-1], node._value() if hasattr(node, "_value") else node
+        yield _Leaf(prefix[:-1], name, node._value() if hasattr(node, "_value") else node, item)
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -147,18 +162,20 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= t.label_smoothing < 1, "trainer.label_smoothing", t.label_smoothing, "use a value in [0, 1)")
     _check(t.loss in LOSSES, "trainer.loss", t.loss, f"choose from {', '.join(LOSSES)}")
     _check(t.verbose in ("auto", 0, 1, 2), "trainer.verbose", t.verbose, "use auto, 0, 1 or 2")
+    _check(t.steps_per_execution > 0, "trainer.steps_per_execution", t.steps_per_execution,
+           "use a positive number of steps")
+    _check(t.eval_batch_size > 0, "trainer.eval_batch_size", t.eval_batch_size, "use a positive batch size")
     d = cfg.dataset
     _check(0 < d.validation_split < 1, "dataset.validation_split", d.validation_split, "use a fraction in (0, 1)")
     _check(d.scale > 0, "dataset.scale", d.scale, "use a positive divisor such as 255")
     for key in ("limit_train", "limit_test"):
         v = d[key]
         _check(v is None or v > 0, f"dataset.{key}", v, "use a positive count or null for all images")
-    for key, value in _walk(cfg.model, "model."):
-        leaf = key.rsplit(".", 1)[-1]
-        if leaf == "dropout" or leaf.endswith("_dropout"):
-            _check(isinstance(value, (int, float)) and 0 <= value < 1, key, value, "use a rate in [0, 1)")
-        elif leaf.endswith(("filters", "units")) and value is not None:
-            _check(isinstance(value, int) and value > 0, key, value, "use a positive integer")
+    for key, setting, value, item in _walk(cfg.model, "model."):
+        if setting == "dropout" or setting.endswith("_dropout"):
+            _check(_number(value) and 0 <= value < 1, key, value, "use a rate in [0, 1)")
+        elif setting.endswith(("filters", "units")) and (item or value is not None):  # null: no such layer
+            _check(_count(value), key, value, "use a positive integer")
     lr = cfg.optimizer.get("lr")
     _check(_positive(lr), "optimizer.lr", lr, "use a positive learning rate such as 1e-3")
     _validate_training(cfg)
@@ -176,7 +193,12 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# Range rules for optimizer and schedule keys, by key name: (test, what is allowed).
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# Range rules for optimizer and schedule settings, by setting name: (test, what is allowed). A
+# list-valued setting has each of its items checked.
 _RANGES = {
     "momentum": (lambda v: _number(v) and 0 <= v < 1, "use a value in [0, 1)"),
     "rho": (lambda v: _number(v) and 0 < v < 1, "use a value in (0, 1)"),
@@ -201,8 +223,8 @@ def _validate_training(cfg: DictConfig) -> None:
     name = cfg.optimizer.get("name")
     _check(name in OPTIMIZERS, "optimizer.name", name, f"choose from {', '.join(OPTIMIZERS)}")
     for group in ("optimizer", "schedule"):
-        for key, value in _walk(cfg[group], f"{group}."):
-            rule = _RANGES.get(key.rsplit(".", 1)[-1])
+        for key, setting, value, _ in _walk(cfg[group], f"{group}."):
+            rule = _RANGES.get(setting)
             if rule is not None:
                 _check(rule[0](value), key, value, rule[1])
     es = cfg.trainer.early_stopping

@@ -11,6 +11,7 @@ or a uniform image.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -70,9 +71,14 @@ def decode(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             gray, full_side = _decode(data, max_pixels=max_pixels, max_side=max_side)
     if max_side and max(gray.shape) > max_side:
         gray = _shrink(gray, max_side)
+    require_contrast(gray)
+    return gray, full_side / max(gray.shape)
+
+
+def require_contrast(gray: np.ndarray) -> None:
+    """Raise :class:`BlankImageError` if the grey levels of ``gray`` (0-1) spread less than ``MIN_CONTRAST``."""
     if float(gray.max()) - float(gray.min()) < MIN_CONTRAST:
         raise BlankImageError(f"image is uniform (every pixel about {gray.mean():.2f} on a 0-1 scale): nothing to read")
-    return gray, full_side / max(gray.shape)
 
 
 def array_to_gray(pixels: np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -122,7 +128,17 @@ def _read_bytes(source: ImageSource) -> bytes:
 
 
 def _load_npy(data: bytes) -> np.ndarray:
+    # The header is read first: a few bytes can claim any shape, and np.load would allocate it
+    # all before finding the data missing (a MemoryError, or gigabytes spent on nothing).
+    buf = io.BytesIO(data)
     try:
+        version = np.lib.format.read_magic(buf)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(buf)
+        needed, held = math.prod(shape) * dtype.itemsize, len(data) - buf.tell()
+        if not dtype.hasobject and needed > held:
+            raise UnreadableImageError(f"truncated .npy array data: its header promises {needed:,} bytes of "
+                                       f"{dtype} values, the file holds {held:,}")
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise UnreadableImageError(f"corrupt .npy array data ({exc})") from None
@@ -143,7 +159,10 @@ def _decode(data: bytes, *, max_pixels: int, max_side: int | None) -> tuple[np.n
         with img:
             fmt = img.format or "image"
             _check_size(img.width, img.height, max_pixels)
-            frames = getattr(img, "n_frames", 1)
+            try:
+                frames = getattr(img, "n_frames", 1)
+            except Exception as exc:  # counting frames parses every frame's header (TIFF: each IFD)
+                raise UnreadableImageError(f"{fmt} data is truncated or corrupt ({exc})") from None
             if frames > 1:
                 kind = "animated" if fmt in ("GIF", "PNG", "WEBP") else "multi-page"
                 raise UnsupportedImageError(

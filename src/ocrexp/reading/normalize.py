@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ocrexp.reading.errors import NoDigitsError
+from ocrexp.reading.decode import require_contrast
+from ocrexp.reading.errors import ImageSizeError, NoDigitsError, UnreadableImageError, UnsupportedImageError
 
 #: MNIST: a 20-pixel box inside a 28-pixel field; other field sizes keep the ratio.
 BOX_RATIO = 20 / 28
@@ -24,20 +25,36 @@ UNEVEN_LIGHTING = 0.08
 RESAMPLING = Image.Resampling.BILINEAR
 
 
+def pixel_plane(values: np.ndarray, what: str = "image") -> np.ndarray:
+    """``values`` as a 2-D float32 array of finite levels, or the one-sentence ImageError saying why not."""
+    a = np.asarray(values)
+    if a.ndim != 2:
+        raise UnsupportedImageError(f"{what} has shape {a.shape}; expected a 2-D (H, W) array")
+    if a.dtype.kind not in "biuf":
+        raise UnsupportedImageError(f"{what} has dtype {a.dtype}; expected integers, floats or booleans")
+    a = a.astype(np.float32, copy=False)
+    if not np.isfinite(a).all():
+        raise UnreadableImageError(f"{what} holds NaN or infinite levels; expected finite values in [0, 1]")
+    return a
+
+
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """The grey level that best separates ``values`` into two classes (Otsu's method)."""
+    """The grey level that best separates finite ``values`` into two classes (Otsu's method;
+    negative values count as 0). With a single level there is nothing to separate: that level."""
     v = np.asarray(values, dtype=np.float32).ravel()
     hi = float(v.max(initial=0.0))
     if hi <= 0.0:
         return 0.0
     # A bincount over quantised levels: the same histogram as np.histogram, several times faster.
-    hist = np.bincount(np.minimum((v * (bins / hi)).astype(np.intp), bins - 1), minlength=bins)
+    hist = np.bincount(np.clip((v * (bins / hi)).astype(np.intp), 0, bins - 1), minlength=bins)
     centers = (np.arange(bins) + 0.5) * (hi / bins)
     w0 = np.cumsum(hist, dtype=np.float64)
     w1 = w0[-1] - w0
     s0 = np.cumsum(hist * centers, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         between = w0 * w1 * (s0 / w0 - (s0[-1] - s0) / w1) ** 2
+    if np.isnan(between[:-1]).all():  # every value in one bin
+        return hi
     return float((int(np.nanargmax(between[:-1])) + 1) * (hi / bins))
 
 
@@ -50,7 +67,10 @@ def to_ink(gray: np.ndarray) -> np.ndarray:
     locally where the lighting is uneven (a photo's shading). The paper's own grain (three
     robust standard deviations) is removed and the strokes' typical intensity is stretched to 1.
     """
-    g = np.asarray(gray, dtype=np.float32)
+    g = pixel_plane(gray)
+    if g.size == 0:
+        raise ImageSizeError(f"image is {g.shape[1]}x{g.shape[0]} pixels; there is nothing to read")
+    require_contrast(g)  # as load_image does; a uniform image would come out as all ink
     median = _median01(g)
     dark_ink = median >= (float(g.min()) + float(g.max())) / 2
     paper = _uneven_paper(g, dark_ink)
@@ -103,7 +123,7 @@ def normalize_digit(ink: np.ndarray, size: int = 28, box: int | None = None) -> 
     the centre of the field (shifted back inside when a lopsided digit would poke out).
     """
     box = box or max(1, round(size * BOX_RATIO))
-    a = np.asarray(ink, dtype=np.float32)
+    a = np.clip(pixel_plane(ink, "digit ink"), 0.0, None)  # ink is never negative
     present = a > BBOX_LEVEL
     rows, cols = np.flatnonzero(present.any(axis=1)), np.flatnonzero(present.any(axis=0))
     if rows.size == 0:

@@ -24,7 +24,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import cdist
 
 from ocrexp.reading.errors import NoDigitsError
-from ocrexp.reading.normalize import BBOX_LEVEL, otsu_threshold
+from ocrexp.reading.normalize import BBOX_LEVEL, otsu_threshold, pixel_plane
 
 _EIGHT_CONNECTED = np.ones((3, 3), bool)
 # Lengths are fractions of the number's typical digit height; areas, of its largest mark's.
@@ -74,6 +74,7 @@ class Glyph:
 
 def find_glyphs(ink: np.ndarray) -> list[Glyph]:
     """The glyphs of a number image given as ink (see :func:`~ocrexp.reading.normalize.to_ink`)."""
+    ink = pixel_plane(ink, "ink")
     labels, n = _hysteresis_marks(ink)
     if n == 0:
         raise NoDigitsError("no marks found in the image")
