@@ -1,12 +1,16 @@
-"""Seconds per epoch: the Keras tutorial's code path against ocrexp's training pipeline.
+"""Seconds per epoch: the Keras tutorial's code against ocrexp's training pipeline (and variants of it).
 
-Both train the tutorial CNN at batch 64 on the same 48,000 MNIST training images and validate on the
-same 12,000 every epoch. The tutorial path is the tutorial's own: float arrays scaled up front, one-hot
-labels, ``model.fit(x, y, validation_split=0.2)``. The ocrexp path is ``ocrexp.data.pipeline``
-(uint8 cache, per-batch scaling, prefetch). Epochs alternate between the two in one process so
-that machine noise hits both alike; the first epoch of each (tracing) is reported separately.
+Every path trains the tutorial CNN (float32) at batch 64 on the same 48,000 MNIST training images and
+validates on the same 12,000 every epoch, as the tutorial does. The tutorial path is the tutorial's
+own code: float arrays scaled up front, one-hot labels, ``model.fit(x, y, validation_split=0.2)``.
+An ocrexp path is what ``ocrexp-train`` runs: the config composed with the variant's overrides, the
+model built from it, ``ocrexp.fitting``'s datasets (uint8 cache, per-batch scaling) and compile
+(steps per execution, validation batch size). Epochs rotate through the paths in one process so that
+machine noise hits all alike; each path's first epoch (tracing) is reported separately.
 
-    python benchmarks/epoch_throughput.py [--epochs 4] [--steps-per-execution 1]
+    python benchmarks/epoch_throughput.py                      # tutorial vs ocrexp's defaults
+    python benchmarks/epoch_throughput.py --epochs 4 \\
+        --variant "trainer.steps_per_execution=1 trainer.eval_batch_size=64" --variant ""
 """
 
 from __future__ import annotations
@@ -15,64 +19,77 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 
-
-def tutorial_cnn_compiled(steps_per_execution: int = 1):
+def tutorial_path(data):
+    """The tutorial's own code: a compiled model and the call that trains one epoch."""
     import keras
 
     from ocrexp.models.cnn import tutorial_cnn
 
+    x = data.x_train.astype("float32") / 255.0
+    y = keras.utils.to_categorical(data.y_train, 10)
     keras.utils.set_random_seed(0)
     model = tutorial_cnn((28, 28, 1), 10)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
-                  metrics=["accuracy"], steps_per_execution=steps_per_execution)
-    return model
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    return lambda: model.fit(x, y, batch_size=64, epochs=1, validation_split=0.2, verbose=0)
+
+
+def ocrexp_path(data, overrides: str, n_val: int):
+    """ocrexp's pipeline under ``overrides``: the same images, the last ``n_val`` for validation."""
+    import keras
+
+    from ocrexp.config import compose
+    from ocrexp.data.pipeline import Splits
+    from ocrexp.fitting import compile_trainee, datasets, training_model
+    from ocrexp.models import build_model
+
+    cfg = compose("tracking=none", *overrides.split())
+    splits = Splits(data.x_train[:-n_val], data.y_train[:-n_val], data.x_train[-n_val:], data.y_train[-n_val:],
+                    data.x_test, data.y_test)
+    train_ds, val_ds = datasets(cfg, splits, 10)
+    keras.utils.set_random_seed(0)
+    model, _ = build_model(cfg.model, (28, 28, 1), 10)
+    trainee = training_model(model)
+    steps = -(-len(splits.x_train) // cfg.trainer.batch_size)
+    compile_trainee(trainee, cfg, cfg.optimizer.lr, steps, 1)
+    return lambda: trainee.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0, shuffle=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="timed epochs per path after the first")
-    parser.add_argument("--steps-per-execution", type=int, default=1, help="ocrexp path only")
+    parser.add_argument("--variant", action="append", default=None,
+                        help="ocrexp-train overrides for one ocrexp path (repeatable; default: ocrexp's defaults)")
     args = parser.parse_args()
 
-    import keras
-
     from ocrexp.data import mnist
-    from ocrexp.data.pipeline import make_dataset
 
     data = mnist.load()
-    n_val = 12_000
-    # Keras tutorial: x/255 as float32, one-hot labels, Keras takes the last 20% for validation.
-    x = data.x_train.astype("float32") / 255.0
-    y = keras.utils.to_categorical(data.y_train, 10)
-    # ocrexp: the same images and the same validation images, through tf.data.
-    train_ds = make_dataset(data.x_train[:-n_val], data.y_train[:-n_val], batch_size=64, num_classes=10,
-                            scale=255.0, shuffle_seed=0)
-    val_ds = make_dataset(data.x_train[-n_val:], data.y_train[-n_val:], batch_size=64, num_classes=10, scale=255.0)
-
-    tutorial_model = tutorial_cnn_compiled()
-    ocrexp_model = tutorial_cnn_compiled(args.steps_per_execution)
-    runs = {
-        "tutorial": lambda: tutorial_model.fit(x, y, batch_size=64, epochs=1, validation_split=0.2, verbose=0),
-        "ocrexp": lambda: ocrexp_model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0),
-    }
-    times: dict[str, list[float]] = {name: [] for name in runs}
+    runs = {"tutorial": tutorial_path(data)}
+    for overrides in args.variant or [""]:
+        runs[f"ocrexp {overrides}".strip()] = ocrexp_path(data, overrides, n_val=12_000)
+    names = list(runs)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for epoch in range(args.epochs + 1):
-        for name, fit in (runs.items() if epoch % 2 == 0 else reversed(list(runs.items()))):
-            start = time.perf_counter()
-            fit()
+        order = names[epoch % len(names):] + names[:epoch % len(names)]  # rotate who goes first
+        for name in order:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            runs[name]()
             times[name].append(time.perf_counter() - start)
-            print(f"epoch {epoch + 1} {name:>7}: {times[name][-1]:6.2f} s", flush=True)
+            cpu[name].append(time.process_time() - cpu_start)
+            print(f"epoch {epoch + 1} {name}: {times[name][-1]:6.2f} s ({cpu[name][-1]:.1f} CPU-s)", flush=True)
 
-    print(f"\n{'path':>8} {'first':>8} {'min':>8} {'median':>8}  (s/epoch, first epoch excluded from min/median)")
-    for name, t in times.items():
-        print(f"{name:>8} {t[0]:8.2f} {min(t[1:]):8.2f} {statistics.median(t[1:]):8.2f}")
-    ratio_min = min(times["tutorial"][1:]) / min(times["ocrexp"][1:])
-    ratio_med = statistics.median(times["tutorial"][1:]) / statistics.median(times["ocrexp"][1:])
-    print(f"speed-up of ocrexp over the tutorial path: {ratio_min:.2f}x (min), {ratio_med:.2f}x (median)")
+    width = max(map(len, names))
+    print(f"\n{'path':<{width}} {'first':>7} {'min':>7} {'median':>7} {'x min':>6} {'x med':>6} {'CPU-s':>6}"
+          "  (s/epoch; first epoch excluded; x = speed-up over the tutorial; CPU-s median)")
+    base = times["tutorial"][1:]
+    for name in names:
+        t = times[name][1:]
+        print(f"{name:<{width}} {times[name][0]:7.2f} {min(t):7.2f} {statistics.median(t):7.2f} "
+              f"{min(base) / min(t):6.2f} {statistics.median(base) / statistics.median(t):6.2f} "
+              f"{statistics.median(cpu[name][1:]):6.1f}")
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import processes
 from tests.project import REPO, Project
 
 
@@ -36,7 +37,7 @@ def no_process_left_behind(tmp_path_factory):
         yield
         return
     base = str(tmp_path_factory.getbasetemp())
-    before = set(_pids())
+    before = set(processes.pids())
     yield
     deadline = time.monotonic() + 5  # a process told to stop at the very end may need a moment
     while (left := _started_by_tests(base, before)) and time.monotonic() < deadline:
@@ -54,20 +55,16 @@ def no_process_left_behind(tmp_path_factory):
                     + "\n".join(f"  {pid}  {cmd}" for pid, cmd in left.items()), pytrace=False)
 
 
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
 def _started_by_tests(base: str, before: set[int]) -> dict[int, str]:
     """Live processes started since ``before`` that belong to this session's tests: pid -> command line."""
     under_base = re.compile(re.escape(base) + r"(?=$|[/:\x00])")
     found = {}
-    for pid in set(_pids()) - before - {os.getpid()}:
+    for pid in set(processes.pids()) - before - {os.getpid()}:
         proc = Path("/proc", str(pid))
         try:
-            if proc.joinpath("stat").read_text().rpartition(")")[2].split()[0] == "Z":
-                continue  # dead, only not yet reaped
-            argv = proc.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            if (processes.stat(pid) or ("Z",))[0] == "Z":
+                continue  # gone, or dead and only not yet reaped
+            argv = processes.argv(pid)
             environ = proc.joinpath("environ").read_bytes().decode(errors="replace")
             cwd = os.readlink(proc / "cwd")
         except OSError:  # gone meanwhile, or another user's
@@ -100,7 +97,9 @@ def mnist(shared_data_dir):
 def trained(tmp_path_factory, mnist) -> tuple[Project, str]:
     """One real ``ocrexp-train debug=fast trainer.deterministic=true`` run: (project, run_id)."""
     project = Project(tmp_path_factory.mktemp("project"))
-    project.run("ocrexp-train", "debug=fast", "trainer.deterministic=true", "run_name=fixture")
+    proc = project.run("ocrexp-train", "debug=fast", "trainer.deterministic=true", "run_name=fixture")
+    (project.root / "train.stdout").write_text(proc.stdout)  # what the user saw (tests/test_console.py)
+    (project.root / "train.stderr").write_text(proc.stderr)
     (run,) = project.runs()
     return project, run.info.run_id
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_cnn_optuna_sweep_prunes_and_records_parent_and_child_runs(project, mnist):
-    project.run(
+    proc = project.run(
         "ocrexp-train", "-m", "hparams_search=cnn_optuna", "debug=fast", "trainer.epochs=2",
         "optimizer.lr=choice(1e-5,3e-3)", "model.dense_units=choice(32,64)",
         "model.conv1_filters=16", "model.conv2_filters=32", "model.dropout=0.2", "tracking.log_model=false",
@@ -46,3 +46,13 @@ def test_cnn_optuna_sweep_prunes_and_records_parent_and_child_runs(project, mnis
         epochs = len(project.client().get_metric_history(child.info.run_id, "val_accuracy"))
         assert epochs == (1 if lr == 1e-5 else 2)
     assert states == {1e-5: ["PRUNED", "PRUNED"], 3e-3: ["COMPLETE", "COMPLETE"]}
+
+    # The terminal shows the sweep's header, a line per trial and a summary; the launcher's lines
+    # and each trial's own output go to log files.
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("[") and " trial " in line for line in lines) == 4, proc.stdout
+    assert lines[0].startswith("Optuna study") and lines[-1].startswith("Study "), proc.stdout
+    for noise in ("Launching", "env_set", "Joblib", "Epoch", "test_accuracy=", "\x1b["):
+        assert noise not in proc.stdout + proc.stderr, noise
+    (sweep_log,) = project.root.glob("multirun/*/*/sweep.log")
+    assert "Launching" in sweep_log.read_text() or "Joblib" in sweep_log.read_text()

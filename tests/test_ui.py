@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import processes
 from tests.project import BIN, Project
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
@@ -40,34 +41,20 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, parent pid, session id) of a process, or None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[1]), int(fields[3])
-
-
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
 def children(pid: int) -> list[int]:
-    return [p for p in _pids() if (st := _stat(p)) and st[1] == pid]
+    return [p for p in processes.pids() if (st := processes.stat(p)) and st[1] == pid]
 
 
 def session_members(sid: int) -> list[str]:
     """Live processes of the session (zombies are dead, only not yet reaped): "pid cmdline" each."""
     members = []
-    for pid in _pids():
-        st = _stat(pid)
+    for pid in processes.pids():
+        st = processes.stat(pid)
         if st and st[2] == sid and st[0] != "Z":
             try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                members.append(f"{pid} {' '.join(processes.argv(pid))}")
             except OSError:
                 continue
-            members.append(f"{pid} {cmdline}")
     return members
 
 
@@ -212,7 +199,7 @@ def test_serve_stops_what_an_exited_server_left_behind(tmp_path):
     background = int(pid_file.read_text())
     try:
         assert proc.returncode == 3
-        assert wait_until(lambda: (_stat(background) or "Z")[0] == "Z", timeout=5), "the background sleep survived"
+        assert wait_until(lambda: (processes.stat(background) or "Z")[0] == "Z", timeout=5), "the background sleep survived"
     finally:
-        if (_stat(background) or "Z")[0] != "Z":  # only if the assertion failed
+        if (processes.stat(background) or "Z")[0] != "Z":  # only if the assertion failed
             os.kill(background, signal.SIGKILL)

@@ -79,7 +79,7 @@ class TrainerConf:
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
     checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
     verbose: Any = "auto"
-    steps_per_execution: int = 1
+    steps_per_execution: int = 16
     eval_batch_size: int = 1024
 
 

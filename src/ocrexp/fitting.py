@@ -50,7 +50,6 @@ def phases(cfg: DictConfig) -> list[Phase]:
 def fit(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, list[float]]:
     """Train ``model`` on ``splits`` through every phase; returns the merged per-epoch history."""
     from ocrexp.callbacks import BestWeights, FailOnNaN
-    from ocrexp.data.pipeline import make_dataset
     from ocrexp.models.transfer import unfreeze_from
     from ocrexp.pruning import pruning_callback_from_env
 
@@ -58,9 +57,7 @@ def fit(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, 
     steps = -(-len(splits.x_train) // t.batch_size)
     augmentation = config.instantiate(cfg.augmentation, seed=cfg.seed)
     trainee = training_model(model, augmentation)
-    common = dict(batch_size=t.batch_size, num_classes=num_classes, scale=cfg.dataset.scale)
-    train_ds = make_dataset(splits.x_train, splits.y_train, shuffle_seed=cfg.seed, **common)
-    val_ds = make_dataset(splits.x_val, splits.y_val, **common)
+    train_ds, val_ds = datasets(cfg, splits, num_classes)
     if augmentation is not None and cfg.tracking.log_plots:
         log_augmentation_preview(cfg, splits, tracker)
 
@@ -94,6 +91,18 @@ def fit(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, 
     return history
 
 
+def datasets(cfg: DictConfig, splits, num_classes: int):
+    """The shuffled training stream (``trainer.batch_size``) and the validation stream: the
+    validation pass computes no gradients, so it takes larger batches (``trainer.eval_batch_size``)."""
+    from ocrexp.data.pipeline import make_dataset
+
+    common = dict(num_classes=num_classes, scale=cfg.dataset.scale)
+    train = make_dataset(splits.x_train, splits.y_train, batch_size=cfg.trainer.batch_size,
+                         shuffle_seed=cfg.seed, **common)
+    val = make_dataset(splits.x_val, splits.y_val, batch_size=cfg.trainer.eval_batch_size, **common)
+    return train, val
+
+
 def keras_verbosity(setting) -> int:
     """``trainer.verbose``: ``auto`` is a progress bar on a terminal, one line per epoch elsewhere (no
     escape codes in logs), and nothing inside a sweep's trial (the sweep prints a line per trial)."""
@@ -124,6 +133,7 @@ def compile_trainee(trainee, cfg: DictConfig, learning_rate, steps_per_epoch: in
         loss=getattr(keras.losses, config.LOSSES[t.loss])(label_smoothing=t.label_smoothing),
         metrics=["accuracy"],
         jit_compile=t.jit_compile,
+        steps_per_execution=t.steps_per_execution,
     )
 
 

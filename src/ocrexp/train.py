@@ -94,7 +94,7 @@ def evaluate_and_log(cfg: DictConfig, run: Prepared, history, tracker) -> dict[s
 
     splits, class_names = run.splits, run.data.class_names
     report = test_report(run.model, scale_images(splits.x_test, cfg.dataset.scale), splits.y_test,
-                         cfg.trainer.batch_size)
+                         cfg.trainer.eval_batch_size)
     log_report(tracker, report, splits.x_test, class_names, cfg.tracking.log_plots)
     if cfg.tracking.log_plots:
         from ocrexp import plots
