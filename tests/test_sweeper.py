@@ -271,7 +271,7 @@ def test_shipped_hparams_search_configs_compose_with_the_sweeper(search):
         assert space.distributions["model.conv1_filters"] == IntDistribution(32, 128, step=32)
         assert space.distributions["model.dense_units"] == IntDistribution(64, 256, step=64)
     if search != "cnn_optuna":
-        assert sweeper.pruner.name == "hyperband" and sweeper.pruner.max_resource == 9
+        assert sweeper.pruner.name == "hyperband" and sweeper.pruner.max_resource == 3
 
 
 def test_slurm_launcher_config_composes_with_the_sweeper():
@@ -311,6 +311,16 @@ def test_the_pruner_stops_losing_trials_after_a_reported_step(app, tmp_path):
     for trial in states["PRUNED"]:
         assert max(trial.intermediate_values) < 4
     assert " PRUNED in " in out
+
+
+def test_the_shipped_hyperband_config_prunes_most_trials_early(app, tmp_path):
+    shipped = compose("hparams_search=cnn_optuna_hyperband", hydra=True).hydra.sweeper.pruner
+    spec = "{" + ", ".join(f"{k}: {v}" for k, v in shipped.items()) + "}"
+    sweep(app, tmp_path, "hydra.sweeper.n_trials=12", "steps=9", "hydra/launcher=basic", f"hydra.sweeper.pruner={spec}")
+    states = by_state(load_study(tmp_path))
+    assert len(states["COMPLETE"]) + len(states["PRUNED"]) == 12
+    assert len(states["PRUNED"]) >= 6, "the shipped Hyperband settings should stop most trials"
+    assert all(max(t.intermediate_values) <= 3 for t in states["PRUNED"])  # both brackets decide by epoch 3
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(app, tmp_path):
