@@ -69,6 +69,10 @@ def test_hydra_rejects_unknown_keys_options_and_types(override):
     ("model.dense_units=0", "model.dense_units"),
     ("optimized_metric=f1", "optimized_metric"),
     ("trainer.loss=mse", "trainer.loss"),
+    ("trainer.steps_per_execution=0", "trainer.steps_per_execution"),
+    ("trainer.eval_batch_size=0", "trainer.eval_batch_size"),
+    ("trainer.strategy=horovod", "trainer.strategy"),
+    ("trainer.cpu_replicas=2", "trainer.cpu_replicas"),  # only with strategy=mirrored
 ])
 def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:

@@ -135,3 +135,12 @@ def test_multirun_sweeps_overrides_into_separate_runs(project):
     assert all(r.info.status == "FINISHED" for r in runs)
     assert (project.root / "multirun").is_dir()
 
+
+
+def test_mirrored_strategy_trains_data_parallel_on_two_cpu_replicas(project):
+    proc = project.run("ocrexp-train", "debug=fast", "trainer.strategy=mirrored", "trainer.cpu_replicas=2",
+                       "tracking.log_model=false")
+    assert proc.stdout.splitlines()[0].endswith(", 2 replicas"), proc.stdout
+    (run,) = project.runs()
+    assert run.info.status == "FINISHED" and run.data.tags["ocrexp.replicas"] == "2"
+    assert run.data.metrics["test_accuracy"] > 0.5

@@ -81,6 +81,8 @@ class TrainerConf:
     verbose: Any = "auto"
     steps_per_execution: int = 16
     eval_batch_size: int = 1024
+    strategy: Optional[str] = None
+    cpu_replicas: Optional[int] = None
 
 
 @dataclass
@@ -165,6 +167,10 @@ def validate(cfg: DictConfig) -> None:
     _check(t.steps_per_execution > 0, "trainer.steps_per_execution", t.steps_per_execution,
            "use a positive number of steps")
     _check(t.eval_batch_size > 0, "trainer.eval_batch_size", t.eval_batch_size, "use a positive batch size")
+    _check(t.strategy in (None, "mirrored"), "trainer.strategy", t.strategy,
+           "use mirrored (data-parallel over the visible GPUs) or null (one device)")
+    _check(t.cpu_replicas is None or (_count(t.cpu_replicas) and t.strategy == "mirrored"), "trainer.cpu_replicas",
+           t.cpu_replicas, "use a positive number of CPU devices together with trainer.strategy=mirrored, or null")
     d = cfg.dataset
     _check(0 < d.validation_split < 1, "dataset.validation_split", d.validation_split, "use a fraction in (0, 1)")
     _check(d.scale > 0, "dataset.scale", d.scale, "use a positive divisor such as 255")

@@ -49,6 +49,13 @@ def phases(cfg: DictConfig) -> list[Phase]:
 
 def fit(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, list[float]]:
     """Train ``model`` on ``splits`` through every phase; returns the merged per-epoch history."""
+    # Compile and fit under the distribution strategy the model was built in (trainer.strategy), so
+    # that the optimizer's variables are mirrored like the model's.
+    with model.distribute_strategy.scope():
+        return _fit_phases(cfg, model, splits, num_classes, tracker)
+
+
+def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, list[float]]:
     from ocrexp.callbacks import BestWeights, FailOnNaN
     from ocrexp.models.transfer import unfreeze_from
     from ocrexp.pruning import pruning_callback_from_env
@@ -133,7 +140,8 @@ def compile_trainee(trainee, cfg: DictConfig, learning_rate, steps_per_epoch: in
         loss=getattr(keras.losses, config.LOSSES[t.loss])(label_smoothing=t.label_smoothing),
         metrics=["accuracy"],
         jit_compile=t.jit_compile,
-        steps_per_execution=t.steps_per_execution,
+        # Keras' multi-step loop fails on MirroredStrategy's distributed datasets (TF 2.21 / Keras 3.15).
+        steps_per_execution=t.steps_per_execution if trainee.distribute_strategy.num_replicas_in_sync == 1 else 1,
     )
 
 

@@ -30,6 +30,8 @@ def configure(trainer, seed: int) -> str:
         gpus = []
     for gpu in gpus:  # share the card with other jobs instead of grabbing all memory
         tf.config.experimental.set_memory_growth(gpu, True)
+    if trainer.get("cpu_replicas") and not gpus:
+        _split_cpu(tf, int(trainer.cpu_replicas))
 
     keras.backend.clear_session()  # sweep workers run many trials in one process
     keras.utils.set_random_seed(seed)
@@ -44,3 +46,28 @@ def configure(trainer, seed: int) -> str:
         name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
         return f"gpu:{name}" + (f" x{len(gpus)}" if len(gpus) > 1 else "")
     return f"cpu:{os.cpu_count()} cores"
+
+
+def _split_cpu(tf, n: int) -> None:
+    """Present the CPU as ``n`` logical devices (possible only before TensorFlow's first op; a sweep
+    worker that already made the same split keeps it)."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError:
+        if len(tf.config.list_logical_devices("CPU")) != n:
+            raise ConfigError(f"trainer.cpu_replicas={n} cannot take effect in this process, which already "
+                              f"runs TensorFlow on {len(tf.config.list_logical_devices('CPU'))} CPU device(s); "
+                              "start a new process for it.") from None
+
+
+def distribution(trainer):
+    """``tf.distribute.MirroredStrategy`` over the GPUs (or the logical CPUs of ``trainer.cpu_replicas``)
+    for ``trainer.strategy=mirrored``; None for one device."""
+    if trainer.get("strategy") != "mirrored":
+        return None
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)

@@ -11,6 +11,7 @@ and config errors answer at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class Prepared:
     model: Any  # keras.Model
     provenance: dict[str, str]  # tags saying where the model's weights started from
     device: str
+    replicas: int = 1  # data-parallel copies of the model (trainer.strategy)
 
 
 @dataclass
@@ -58,10 +60,14 @@ def prepare(cfg: DictConfig) -> Prepared:
     from ocrexp.tracking import tracking_uri
 
     device = runtime.configure(cfg.trainer, cfg.seed)
+    strategy = runtime.distribution(cfg.trainer)
     data = config.instantiate(cfg.dataset.source)
     splits = split(data, cfg.dataset.validation_split, cfg.seed, cfg.dataset.limit_train, cfg.dataset.limit_test)
-    model, provenance = build_model(cfg.model, data.input_shape, data.num_classes, tracking_uri(cfg.tracking))
-    return Prepared(data, splits, model, provenance, device)
+    # Under a strategy, the model's variables are mirrored on every replica; fitting trains in its scope.
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model, provenance = build_model(cfg.model, data.input_shape, data.num_classes, tracking_uri(cfg.tracking))
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    return Prepared(data, splits, model, provenance, device, replicas)
 
 
 def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> RunResult:
@@ -72,7 +78,7 @@ def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> Ru
     run = prepare(cfg)
     log.info(header(cfg, run))
     with make_tracker(cfg, run_name(cfg), tags) as tracker:
-        tracker.set_tags({"ocrexp.device": run.device, **run.provenance})
+        tracker.set_tags({"ocrexp.device": run.device, "ocrexp.replicas": run.replicas, **run.provenance})
         tracker.log_dataset(run.data, run.splits)
         tracker.log_metrics({"params": run.model.count_params()})
         history = fitting.fit(cfg, run.model, run.splits, run.data.num_classes, tracker)
@@ -134,7 +140,8 @@ def header(cfg: DictConfig, run: Prepared) -> str:
     s = run.splits
     return (f"{run_name(cfg)}: {run.model.name} ({run.model.count_params():,} params) on {run.data.name} "
             f"({len(s.x_train):,} train / {len(s.x_val):,} val / {len(s.x_test):,} test images), "
-            f"{cfg.trainer.epochs} epoch{'s' if cfg.trainer.epochs != 1 else ''}, {run.device}")
+            f"{cfg.trainer.epochs} epoch{'s' if cfg.trainer.epochs != 1 else ''}, {run.device}"
+            + (f", {run.replicas} replicas" if run.replicas > 1 else ""))
 
 
 def print_summary(report: Mapping[str, Any], tracker) -> None:
