@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 
@@ -144,3 +145,13 @@ def test_mirrored_strategy_trains_data_parallel_on_two_cpu_replicas(project):
     (run,) = project.runs()
     assert run.info.status == "FINISHED" and run.data.tags["ocrexp.replicas"] == "2"
     assert run.data.metrics["test_accuracy"] > 0.5
+
+
+def test_an_unreachable_tracking_server_is_one_sentence_before_training(project):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = project.run("ocrexp-train", "debug=fast", f"tracking.uri=http://127.0.0.1:{port}", check=False, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"error: the MLflow tracking server http://127.0.0.1:{port} does not answer")
+    assert "\n" not in proc.stderr.strip() and proc.stdout == ""  # no header: nothing was loaded or trained

@@ -11,6 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from ocrexp import paths
+from ocrexp.errors import OcrexpError
 
 # Asks the MLflow UI to open the experiment in its model-training views.
 EXPERIMENT_KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}
@@ -55,8 +56,30 @@ def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """For a tracking server (``http(s)://``), fail now, in one sentence, if it does not answer: MLflow's
+    own client would retry for minutes, and only once training is over."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code < 500:  # it answers (a proxy or an older server without /health)
+            return
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise OcrexpError(f"the MLflow tracking server {uri} does not answer ({reason}); start it, point tracking.uri "
+                      "or MLFLOW_TRACKING_URI at one that runs, or record nothing with tracking=none.")
+
+
 def ensure_store(uri: str) -> None:
     """Create or migrate the tracking database once (concurrent first use races in SQLite)."""
+    check_reachable(uri)
     if uri.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(uri[len("sqlite:///"):]) or ".", exist_ok=True)
     import mlflow
