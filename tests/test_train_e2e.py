@@ -155,3 +155,31 @@ def test_an_unreachable_tracking_server_is_one_sentence_before_training(project)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith(f"error: the MLflow tracking server http://127.0.0.1:{port} does not answer")
     assert "\n" not in proc.stderr.strip() and proc.stdout == ""  # no header: nothing was loaded or trained
+
+
+def test_a_run_killed_with_sigkill_is_closed_failed_when_ocrexp_next_touches_the_store(project):
+    from ocrexp.tracking.store import ensure_store
+
+    ensure_store(project.tracking_uri)
+    proc = subprocess.Popen([str(BIN / "ocrexp-train"), "debug=fast", "trainer.epochs=50", "tracking.log_model=false"],
+                            cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            runs = project.runs()
+            if runs and len(project.client().get_metric_history(runs[0].info.run_id, "loss")) >= 2:
+                break
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    (run,) = project.runs()
+    assert run.info.status == "RUNNING"  # nobody could end it
+    epochs = len(project.client().get_metric_history(run.info.run_id, "loss"))
+    project.run("ocrexp", "runs")
+    (run,) = project.runs()
+    assert run.info.status == "FAILED"
+    error = run.data.tags["ocrexp.error"]
+    assert error.startswith(f"the process died: its process (pid {proc.pid} on ")
+    assert error.endswith(f"the last epoch it finished was {epochs}")

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     import mlflow
 
     from ocrexp.config import TrackingConf
+    from ocrexp.tracking import liveness
     from ocrexp.tracking.store import tracking_uri
 
     uri = args.tracking_uri or tracking_uri()
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     client = mlflow.MlflowClient(uri)
     experiment = args.experiment or TrackingConf.experiment_name
     experiment_id = _experiment_id(client, experiment, uri)
+    liveness.close_dead_runs(client, [experiment_id])  # so that no dead run shows as RUNNING
     metrics, params = _names(args.metrics), _names(args.params)
     if args.diff:
         a, b = (_find_run(client, experiment_id, ref, uri) for ref in args.diff)

@@ -1,9 +1,11 @@
-"""One MLflow run: params, tags, per-epoch metrics, config, plots and the model.
+"""One MLflow run: params, tags, per-epoch metrics, config, plots, datasets and the model.
 
 ``RunTracker`` is a context manager around one MLflow run. It observes the training loop (through
 ``keras_callback()`` and a few ``log_*`` calls) and decides the run's final status: FINISHED,
-FAILED (the error as a tag) or KILLED (SIGINT/SIGTERM). Inside an Optuna sweep the run becomes a
-child of the study's run, named and tagged from the job's ``TrialJob``.
+FAILED (the error as a tag) or KILLED (SIGINT/SIGTERM). A run that finishes gets a description
+(``mlflow.note.content``) of what it observed: what was trained or evaluated, the result and the
+command that repeats it. Inside an Optuna sweep the run becomes a child of the study's run, named
+and tagged from the job's ``TrialJob``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from ocrexp.errors import Terminated
+from ocrexp.errors import ConfigError, Terminated
 from ocrexp.sweep_protocol import STATE_TAG, TrialJob, is_pruned
+from ocrexp.tracking import liveness
 from ocrexp.tracking.store import ensure_store, get_experiment_id, tracking_uri, ui_link
+
+NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
+# Metrics the description reports, in this order, with how it names them.
+RESULTS = (("test_accuracy", "test accuracy"), ("read_number_accuracy", "numbers read exactly"),
+           ("read_digit_accuracy", "digits read"))
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -59,18 +67,25 @@ class RunTracker:
         self.client = None
         self._figures: ThreadPoolExecutor | None = None
         self._drawn: list[Future] = []
+        # What the run's description is made of, as observed while it runs.
+        self._metrics: dict[str, float] = {}
+        self._epochs = 0
+        self._inputs: dict[str, tuple[str, int]] = {}  # dataset context -> (dataset name, images)
+        self._overrides: list[str] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "RunTracker":
         import mlflow
 
+        _check_registered_name(self.cfg.tracking.get("register_as"))
         ensure_store(self.uri)
         # set_tracking_uri also exports MLFLOW_TRACKING_URI; put the caller's value back on exit
         self._env_uri = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
         self.client = mlflow.MlflowClient(self.uri)
         exp_id = self.experiment_id = get_experiment_id(self.client, self.cfg.tracking.experiment_name)
-        tags = {**self._default_tags(), **self.tags}
+        liveness.close_dead_runs(self.client, [exp_id])
+        tags = {**self._default_tags(), **liveness.owner_tags(), **self.tags}
         trial = TrialJob.from_env()
         if trial is not None:
             tags.update(trial.run_tags())
@@ -78,6 +93,7 @@ class RunTracker:
         run = self.client.create_run(exp_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         mlflow.start_run(run_id=self.run_id)  # makes flavor log_model calls target this run
+        self._heartbeat = liveness.Heartbeat(self.client, self.run_id)
         self._log_config()
         return self
 
@@ -85,10 +101,12 @@ class RunTracker:
         import mlflow
 
         failure = self._finish_figures()
+        self._heartbeat.stop()
         if exc_type is None and failure is not None:  # a plot that failed fails the run, as it would inline
             exc_type, exc = type(failure), failure
         if exc_type is None:
             status = "FINISHED"
+            self.client.set_tag(self.run_id, NOTE_TAG, self._note())
         elif is_pruned(exc):
             self.client.set_tag(self.run_id, STATE_TAG, "PRUNED")
             status = "FINISHED"
@@ -148,7 +166,7 @@ class RunTracker:
         self.log_text(OmegaConf.to_yaml(self.cfg, resolve=True), "config.resolved.yaml")
         hydra_dir = _hydra_output_dir()
         if hydra_dir is not None:
-            overrides = OmegaConf.load(hydra_dir / "overrides.yaml")
+            overrides = self._overrides = list(OmegaConf.load(hydra_dir / "overrides.yaml"))
             self.client.set_tag(self.run_id, "ocrexp.overrides", " ".join(overrides) or "(none)")
             self.client.log_artifacts(self.run_id, str(hydra_dir), "hydra")
 
@@ -168,6 +186,8 @@ class RunTracker:
 
         from mlflow.entities import Metric
 
+        self._metrics.update(metrics)
+        self._epochs = max(self._epochs, step or 0)
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
@@ -199,16 +219,32 @@ class RunTracker:
             plt.close(figure)
 
     def log_dataset(self, data, splits) -> None:
-        """Dataset identity (name, source, content checksum, sizes, class names)."""
+        """Dataset identity (name, source, content checksum, sizes, class names) as tags and
+        ``dataset.json``, and the training, validation and test splits as the run's MLflow inputs
+        (metadata only, see ``ocrexp.tracking.datasets``)."""
+        from ocrexp.tracking.datasets import split_inputs
+
         self.set_tags({"ocrexp.dataset": data.name, "ocrexp.dataset.checksum": data.checksum,
                        "ocrexp.dataset.source": data.source or "?"})
         self.log_dict({"name": data.name, "checksum": data.checksum, "source": data.source,
                        "input_shape": list(data.input_shape), "class_names": list(data.class_names),
                        "n_train": len(splits.x_train), "n_val": len(splits.x_val),
                        "n_test": len(splits.x_test)}, "dataset.json")
+        self.client.log_inputs(self.run_id, datasets=split_inputs(data, splits))  # one call for all three
+        self._inputs["training"] = (data.name, len(splits.y_train))
+
+    def log_evaluation_dataset(self, data, labels) -> None:
+        """The images an evaluation scores, drawn from ``data``'s test split, as the run's input
+        with context ``evaluation`` (``labels``: theirs, in order)."""
+        from ocrexp.tracking.datasets import EVALUATION, dataset_input
+
+        self.client.log_inputs(self.run_id, datasets=[dataset_input(data, EVALUATION, "test", labels)])
+        self._inputs[EVALUATION] = (data.name, len(labels))
 
     def log_model(self, model, input_example, *, class_names=None, pixel_scale: float = 255.0) -> str:
-        """The Keras model (``model/``) with signature and input example; returns its URI."""
+        """The Keras model (``model/``) with signature and input example, and the number reader
+        (``reader/``); with ``tracking.register_as=NAME`` both are registered (as NAME and
+        NAME-reader). Returns the Keras model's URI."""
         import mlflow
         from mlflow.models import infer_signature
 
@@ -219,13 +255,64 @@ class RunTracker:
             info = mlflow.tensorflow.log_model(model, name="model", signature=signature,
                                                input_example=input_example, pip_requirements=pip_requirements())
             self.set_tags({"ocrexp.model_uri": f"runs:/{self.run_id}/model"})
-            log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale)
+            reader = log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale)
+        name = self.cfg.tracking.get("register_as")
+        if name:
+            self.set_tags({"ocrexp.registered_model": self._register(name, info),
+                           "ocrexp.registered_reader": self._register(f"{name}-reader", reader)})
         return info.model_uri
+
+    def _register(self, name: str, info) -> str:
+        """A new version of registered model ``name`` (created on first use) from the logged model
+        ``info``; returns its ``models:/NAME/VERSION`` URI. MLflow's ``register_model`` does the
+        same but prints to stderr."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another run registered it first
+                raise
+        version = self.client.create_model_version(name, info.model_uri, run_id=self.run_id, model_id=info.model_id)
+        return f"models:/{name}/{version.version}"
+
+    def _note(self) -> str:
+        """The run's description: what it trained or evaluated, the result, and how to repeat it.
+        A note the caller set (``ocrexp reproduce``, ``ocrexp-eval``) comes first."""
+        import shlex
+
+        tags = self.tags
+        if "training" in self._inputs:
+            dataset, images = self._inputs["training"]
+            epochs = self._epochs or self.cfg.trainer.epochs
+            what = (f"{self.cfg.model.get('name', 'model')} on {dataset} ({images:,} train images, "
+                    f"{epochs} epoch{'s' if epochs != 1 else ''})")
+        elif "evaluation" in self._inputs:
+            dataset, images = self._inputs["evaluation"]
+            what = f"{tags.get('ocrexp.model_uri', 'the model')} on {dataset} ({images:,} test images)"
+        else:
+            what = self.run_name
+        results = ", ".join(f"{label} {self._metrics[key]:.2%}" for key, label in RESULTS if key in self._metrics)
+        command = tags.get("mlflow.source.name", "ocrexp-train")
+        again = [f"`{shlex.join([command, *self._overrides])}`"] if self._overrides is not None else []
+        if command == "ocrexp-train":
+            again.insert(0, f"`ocrexp reproduce {self.run_id}`")
+        note = what + (f": {results}." if results else ".")
+        if again:
+            note += f" {'Reproduce' if command == 'ocrexp-train' else 'Rerun'}: {' or '.join(again)}."
+        return f"{tags[NOTE_TAG]}\n\n{note}" if tags.get(NOTE_TAG) else note
 
     def keras_callback(self):
         from ocrexp.callbacks import MlflowMetrics
 
         return MlflowMetrics(self)
+
+
+def _check_registered_name(name: Any) -> None:
+    """``tracking.register_as`` must work in ``models:/NAME/VERSION`` and ``models:/NAME@ALIAS``."""
+    if name is not None and (not isinstance(name, str) or not name.strip() or any(c in name for c in "/:@")):
+        raise ConfigError(f"tracking.register_as={name!r} is not allowed: use a name without '/', ':' or '@', "
+                          "such as digits, or null to register nothing.")
 
 
 @contextmanager

@@ -1,0 +1,99 @@
+"""No run stuck RUNNING: runs say which process owns them, and runs whose process died are closed.
+
+A run's process is recorded as tags (``ocrexp.host``, ``ocrexp.pid``, ``ocrexp.process_start``) and,
+for other machines to judge, a heartbeat tag renewed while it lives. When ocrexp next touches the
+store (a new run, ``ocrexp runs``, ``ocrexp ui``), RUNNING runs whose process is gone are marked
+FAILED, with ``ocrexp.error`` saying so and naming the last epoch they reached.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+HOST_TAG, PID_TAG, STARTED_TAG, HEARTBEAT_TAG = "ocrexp.host", "ocrexp.pid", "ocrexp.process_start", "ocrexp.heartbeat"
+HEARTBEAT_S = 60.0
+# A run on another machine is dead when its heartbeat is older than this.
+STALE_S = 10 * HEARTBEAT_S
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started, as the kernel counts it (tells a reused pid from the original); None
+    where there is no /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return Path(f"/proc/{pid}").exists() if Path("/proc").is_dir() else True
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process, for the run it opens."""
+    pid = os.getpid()
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), STARTED_TAG: _process_start(pid) or "",
+            HEARTBEAT_TAG: str(int(time.time()))}
+
+
+class Heartbeat:
+    """Renews the run's heartbeat tag every ``HEARTBEAT_S`` seconds on a daemon thread."""
+
+    def __init__(self, client, run_id: str):
+        self._client, self._run_id = client, run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="ocrexp-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._client.set_tag(self._run_id, HEARTBEAT_TAG, str(int(time.time())))
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the run must not fail for it
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def death_of(tags: dict[str, str], now: float | None = None) -> str | None:
+    """Why the run's process is known to be gone, or None while it may be alive."""
+    host, pid = tags.get(HOST_TAG), tags.get(PID_TAG)
+    if not (host and pid and pid.isdigit()):
+        return None  # not an ocrexp run, or from a version that did not record its process
+    if host == socket.gethostname():
+        started = _process_start(int(pid))
+        if started is None and not _alive(int(pid)):
+            return f"its process (pid {pid} on {host}) is gone"
+        if started is not None and tags.get(STARTED_TAG) and started != tags[STARTED_TAG]:
+            return f"its process (pid {pid} on {host}) is gone; the pid now belongs to another process"
+        return None
+    beat = tags.get(HEARTBEAT_TAG, "")
+    if beat.isdigit() and (now or time.time()) - int(beat) > STALE_S:
+        return f"its process (pid {pid} on {host}) stopped sending heartbeats {int((now or time.time()) - int(beat))} s ago"
+    return None
+
+
+def close_dead_runs(client, experiment_ids: list[str]) -> list[str]:
+    """Mark RUNNING runs whose process died as FAILED (with the reason and the last epoch); their ids."""
+    closed = []
+    for run in client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        reason = death_of(run.data.tags)
+        if reason is None:
+            continue
+        epochs = len(client.get_metric_history(run.info.run_id, "loss"))
+        client.set_tag(run.info.run_id, "ocrexp.error",
+                       f"the process died: {reason}; the last epoch it finished was {epochs}")
+        client.set_terminated(run.info.run_id, "FAILED")
+        closed.append(run.info.run_id)
+    return closed
