@@ -438,21 +438,31 @@ def postgres_url():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_workers_on_postgresql_share_a_study_without_duplicates(app, tmp_path, postgres_url):
-    args = [f"hydra.sweeper.storage={postgres_url}", "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=12",
-            "hydra/launcher=basic", "sleep=0.2"]
-    workers = [start_sweep(app, tmp_path, *args) for _ in range(3)]
+@pytest.mark.parametrize("storage", ["journal", "postgresql"])
+def test_four_sweeps_started_together_share_one_study_and_one_mlflow_parent(app, tmp_path, request, storage):
+    url = request.getfixturevalue("postgres_url") if storage == "postgresql" else None
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    args = ["hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=12", "hydra/launcher=basic", "sleep=0.2",
+            f"+tracking={{enabled: true, uri: '{mlflow_uri}', experiment_name: ocrexp}}",
+            *([f"hydra.sweeper.storage={url}"] if url else [])]
+    workers = [start_sweep(app, tmp_path, *args) for _ in range(4)]
     try:
-        outputs = [w.communicate(timeout=180)[0] for w in workers]
+        outputs = [w.communicate(timeout=240)[0] for w in workers]
     finally:
         for w in workers:
             _kill_group(w)
     for w, out in zip(workers, outputs):
         assert w.returncode == 0, out[-3000:]
-    assert all(" COMPLETE in " in out for out in outputs), "a worker ran no trial"
-    states = by_state(load_study(tmp_path, postgres_url))
+    assert sum(" COMPLETE in " in out for out in outputs) >= 2, "the trials did not spread over the sweeps"
+    states = by_state(load_study(tmp_path, url))
     assert len(states["COMPLETE"]) == 12 and set(states) <= {"COMPLETE", "FAIL"}
     # A FAIL can only be a worker that lost the race for the last trial, before running it.
     assert all(t.user_attrs["ocrexp.fail_kind"] == "surplus" for t in states.get("FAIL", []))
     ran = [e["number"] for e in events(tmp_path)]
-    assert sorted(ran) == sorted(t.number for t in states["COMPLETE"])
+    assert sorted(ran) == sorted(t.number for t in states["COMPLETE"])  # each trial ran once
+    import mlflow
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("ocrexp")
+    parents = client.search_runs([experiment.experiment_id], "tags.`ocrexp.role` = 'optuna-study'")
+    assert len(parents) == 1 and parents[0].data.metrics["trials_complete"] == 12

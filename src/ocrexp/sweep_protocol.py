@@ -14,9 +14,11 @@ Importing this module is cheap: no Optuna, no MLflow.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 ENV_STORAGE = "OCREXP_OPTUNA_STORAGE"
 ENV_STUDY = "OCREXP_OPTUNA_STUDY"
@@ -37,6 +39,21 @@ STATE_TAG = "ocrexp.trial_state"  # COMPLETE | PRUNED | FAIL
 ROLE_TAG, STUDY_ROLE = "ocrexp.role", "optuna-study"
 STUDY_METRICS = {"trials_complete": "complete", "trials_pruned": "pruned", "trials_failed": "failed"}
 BEST_METRIC = "best_value"
+
+
+# Where a study lives unless hydra.sweeper.storage says otherwise (read by ocrexp dashboard too).
+JOURNAL_DIR = Path("mlruns") / "optuna"
+JOURNAL_SUFFIX = ".journal"
+
+
+def journal_path(root: Path, study_name: str) -> Path:
+    """The default storage of ``study_name`` in the project at ``root``: one Optuna journal file."""
+    return root / JOURNAL_DIR / (re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name) + JOURNAL_SUFFIX)
+
+
+def redact(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``, for logs and headers."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 from ocrexp import paths
 from ocrexp.errors import Terminated
-from ocrexp.sweep_protocol import TrialJob
+from ocrexp.sweep_protocol import TrialJob, redact
 
 from . import _search_space, _study
 from ._errors import SweeperError
@@ -149,10 +150,13 @@ class OptunaSweeperImpl:
         self.max_failures = math.floor(opts.max_failure_rate * self.n_trials)
 
         log.info("Optuna study %s in %s: %s, %s (seed %s), %s, %d trial(s) at once", self.study_name,
-                 _study.redact(self.url), "/".join(directions), type(self.sampler).__name__, seed,
+                 redact(self.url), "/".join(directions), type(self.sampler).__name__, seed,
                  type(self.pruner).__name__, self.n_jobs)
         for name, text in space.describe().items():
             log.info("  %s: %s", name, text)
+        default_storage = self.url == _study.storage_url(None, self.study_name, paths.project_root())
+        log.info("Watch it live: ocrexp dashboard %s", shlex.quote(self.study_name) if default_storage
+                 else "--storage " + shlex.quote(redact(self.url)))
         counts = _study.Counts.of(trials)
         if counts.done or counts.failed:
             log.info("Resuming: %d of %d trials have a result (%d pruned), %d failed", counts.done, self.n_trials,
@@ -203,7 +207,7 @@ class OptunaSweeperImpl:
         parent = StudyRun(tracking, self.study, self.study_name)
         params = {f"space.{k}": v for k, v in space.describe().items()}
         params.update({"optuna.sampler": type(self.sampler).__name__, "optuna.pruner": type(self.pruner).__name__,
-                       "optuna.directions": ",".join(self.directions), "optuna.storage": _study.redact(self.url),
+                       "optuna.directions": ",".join(self.directions), "optuna.storage": redact(self.url),
                        "optuna.metric": ",".join(self.metric_names)})
         tags = {"optuna.n_trials": self.n_trials, "optuna.sampler_config": _plain(self.opts.sampler),
                 "optuna.pruner_config": _plain(self.opts.pruner), "optuna.seed": self.opts.seed}
@@ -258,7 +262,7 @@ class OptunaSweeperImpl:
     def _results(self, study: Any, directions: list[str], stop_reason: str | None) -> dict[str, Any]:
         counts = _study.Counts.of(study.get_trials(deepcopy=False))
         results: dict[str, Any] = {
-            "name": "ocrexp_optuna", "study_name": self.study_name, "storage": _study.redact(self.url),
+            "name": "ocrexp_optuna", "study_name": self.study_name, "storage": redact(self.url),
             "directions": directions, "metric": self.metric_names, "n_trials": self.n_trials,
             "counts": counts.as_dict(),
             "stopped_by": stop_reason or ("budget" if counts.done >= self.n_trials else None),

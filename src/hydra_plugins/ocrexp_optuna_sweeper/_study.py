@@ -12,7 +12,7 @@ from typing import Any
 
 from ocrexp.errors import ConfigError
 from ocrexp.pruning import make_pruner, open_storage, split_spec
-from ocrexp.sweep_protocol import PRUNER_ATTR
+from ocrexp.sweep_protocol import PRUNER_ATTR, journal_path
 
 from . import _search_space
 from ._errors import SweeperError
@@ -54,8 +54,7 @@ def storage_url(storage: str | None, study_name: str, root: Path) -> str:
     """The storage to use: an RDB URL as given, a journal file path (relative to ``root``), or by
     default the journal ``<root>/mlruns/optuna/<study>.journal``, safe for parallel processes."""
     if not storage:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name)
-        return str(root / "mlruns" / "optuna" / f"{safe}.journal")
+        return str(journal_path(root, study_name))
     if "://" in storage:
         return storage
     path = Path(storage).expanduser()
@@ -65,11 +64,6 @@ def storage_url(storage: str | None, study_name: str, root: Path) -> str:
 def is_server_url(url: str) -> bool:
     """A database server (PostgreSQL, MySQL) that workers on several machines may share."""
     return "://" in url and not url.startswith("sqlite")
-
-
-def redact(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def make_sampler(spec: Any, seed: int | None, space: _search_space.SearchSpace):

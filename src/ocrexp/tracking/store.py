@@ -80,11 +80,22 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 def ensure_store(uri: str) -> None:
     """Create or migrate the tracking database once (concurrent first use races in SQLite)."""
     check_reachable(uri)
-    if uri.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(uri[len("sqlite:///"):]) or ".", exist_ok=True)
     import mlflow
 
-    mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    if not uri.startswith("sqlite:///"):
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        return
+    import fcntl
+
+    db = uri[len("sqlite:///"):]
+    os.makedirs(os.path.dirname(db) or ".", exist_ok=True)
+    # Processes starting together (parallel sweeps, jobs) take turns: the first creates the tables.
+    with open(f"{db}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class PrepareStore(Callback):
