@@ -12,15 +12,14 @@ as fresh processes, alternately, into a throw-away project, so machine noise hit
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from scratch import scratch_project
+
 BIN = Path(sys.executable).parent
 
 BARE = """
@@ -55,10 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="ocrexp-overhead-"))
-    env = {**os.environ, "OCREXP_ROOT": str(root),
-           "OCREXP_DATA_DIR": os.environ.get("OCREXP_DATA_DIR", str(REPO / "data"))}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    root, env = scratch_project("ocrexp-overhead-")
     commands = {
         "bare keras": [sys.executable, "-c", BARE],
         "ocrexp-train": [str(BIN / "ocrexp-train"), "debug=fast"],

@@ -11,15 +11,14 @@ against the seconds its ``fit`` took.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from scratch import scratch_project
+
 
 
 def main() -> None:
@@ -27,10 +26,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="ocrexp-sweep-overhead-"))
-    env = {**os.environ, "OCREXP_ROOT": str(root),
-           "OCREXP_DATA_DIR": os.environ.get("OCREXP_DATA_DIR", str(REPO / "data"))}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    root, env = scratch_project("ocrexp-sweep-overhead-")
     cmd = [str(Path(sys.executable).parent / "ocrexp-train"), "-m", "hparams_search=cnn_optuna", "debug=fast",
            f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.n_jobs={args.jobs}"]
     start = time.perf_counter()
