@@ -17,6 +17,7 @@ import pytest
 
 from tests import processes
 from tests.project import REPO, Project
+from tests.toy_sweep import write_app
 
 
 # Programs (or ``python -m`` packages) that tests start and that must not outlive the session.
@@ -115,3 +116,9 @@ def keras_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def project(tmp_path) -> Project:
     return Project(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory) -> Path:
+    """The toy app the sweeper tests sweep (tests/toy_sweep.py)."""
+    return write_app(tmp_path_factory.mktemp("app"))

@@ -30,7 +30,7 @@ from ocrexp import cli
 from ocrexp.commands import dashboard
 from ocrexp.errors import OcrexpError
 from tests.project import BIN, Project
-from tests.test_sweeper import app, sweep  # noqa: F401 (app is a fixture)
+from tests.toy_sweep import sweep
 from tests.test_ui import assert_stops_cleanly, children, free_port, kill_session, wait_until
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

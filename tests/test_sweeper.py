@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import glob
 import importlib.util
-import json
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,124 +26,12 @@ from hydra_plugins.ocrexp_optuna_sweeper import _search_space
 from hydra_plugins.ocrexp_optuna_sweeper._errors import SweeperError
 from hydra_plugins.ocrexp_optuna_sweeper._study import check_pruner, make_sampler
 from ocrexp.config import compose
-from ocrexp.pruning import make_pruner, open_storage
+from ocrexp.pruning import make_pruner
 from tests.system_packages import require
+from tests.toy_sweep import by_state, events, kill_group, load_study, start_sweep, sweep
 
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-APP = '''
-import json, os, time
-import hydra
-from ocrexp.pruning import trial_reporter_from_env
-from ocrexp.sweep_protocol import TrialJob
-
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg) -> float:
-    job = TrialJob.from_env()
-    number = job.number if job else -1
-    start = time.time()
-    if cfg.fail_below is not None and cfg.x < cfg.fail_below:
-        raise ValueError(f"x={cfg.x} is below {cfg.fail_below}")
-    time.sleep(cfg.slow_seconds if number == cfg.slow_trial else 0)
-    reporter = trial_reporter_from_env("score")
-    value = base = float("nan") if cfg.nan_above is not None and cfg.x > cfg.nan_above else 0.0
-    for step in range(1, cfg.steps + 1):
-        time.sleep(cfg.sleep)
-        value = base + cfg.x * step / cfg.steps + 0.01 * cfg.y
-        if reporter is not None:
-            reporter.report(step, value)
-    with open(os.environ["EVENTS_FILE"], "a") as f:
-        f.write(json.dumps({"number": number, "start": start, "end": time.time()}) + "\\n")
-    return [value, float(cfg.y)] if cfg.objectives == 2 else value
-
-if __name__ == "__main__":
-    main()
-'''
-
-APP_CONFIG = '''
-defaults:
-  - override hydra/sweeper: ocrexp_optuna
-  - override hydra/launcher: joblib
-  - _self_
-x: 0.5
-y: 1
-sleep: 0.0
-steps: 1
-fail_below: null
-nan_above: null
-slow_trial: -1
-slow_seconds: 0.0
-objectives: 1
-optimized_metric: score
-hydra:
-  sweep:
-    dir: ${oc.env:OCREXP_ROOT}/multirun/${now:%H-%M-%S-%f}
-  sweeper:
-    n_trials: 6
-    seed: 0
-    sampler: random
-    heartbeat_interval: 1
-    plots: false
-    params:
-      x: interval(0, 1)
-      y: choice(1, 2, 3)
-'''
-
-
-@pytest.fixture(scope="session")
-def app(tmp_path_factory) -> Path:
-    """The trivial task: ``score = x + 0.01*y``, reported step by step, with knobs to fail or lag."""
-    d = tmp_path_factory.mktemp("app")
-    (d / "conf").mkdir()
-    (d / "app.py").write_text(APP)
-    (d / "conf" / "config.yaml").write_text(APP_CONFIG)
-    return d / "app.py"
-
-
-def start_sweep(app: Path, root: Path, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "OCREXP_ROOT": str(root), "EVENTS_FILE": str(root / "events.jsonl")}
-    return subprocess.Popen([sys.executable, str(app), "-m", *overrides], cwd=root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def sweep(app: Path, root: Path, *overrides: str, ok: bool = True, timeout: float = 180) -> str:
-    proc = start_sweep(app, root, *overrides)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        _kill_group(proc)
-    assert (proc.returncode == 0) == ok, f"exit {proc.returncode}\n{out[-4000:]}"
-    return out
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """End the sweep's leftovers (joblib's workers) by its process group."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def load_study(root: Path, url: str | None = None) -> optuna.Study:
-    if url is None:
-        (url,) = glob.glob(str(root / "mlruns" / "optuna" / "*.journal"))
-    storage = open_storage(url)
-    (name,) = optuna.get_all_study_names(storage)
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def events(root: Path) -> list[dict]:
-    path = root / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def by_state(study: optuna.Study) -> dict[str, list[optuna.trial.FrozenTrial]]:
-    out: dict[str, list] = {}
-    for t in study.get_trials():
-        out.setdefault(t.state.name, []).append(t)
-    return out
-
 
 # -- search space ------------------------------------------------------------------------------------
 
@@ -371,7 +257,7 @@ def test_killed_sweep_resumes_with_exact_trial_count(app, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
-        _kill_group(proc)
+        kill_group(proc)
     killed = by_state(load_study(tmp_path))
     orphans = {t.number for t in killed["RUNNING"]}
     parent_id = load_study(tmp_path).user_attrs["ocrexp.mlflow_parent_run_id"]
@@ -450,7 +336,7 @@ def test_four_sweeps_started_together_share_one_study_and_one_mlflow_parent(app,
         outputs = [w.communicate(timeout=240)[0] for w in workers]
     finally:
         for w in workers:
-            _kill_group(w)
+            kill_group(w)
     for w, out in zip(workers, outputs):
         assert w.returncode == 0, out[-3000:]
     assert sum(" COMPLETE in " in out for out in outputs) >= 2, "the trials did not spread over the sweeps"
