@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import processes
+from tests import processes, servers
 from tests.project import REPO, Project
 from tests.toy_sweep import write_app
 
@@ -122,3 +122,10 @@ def project(tmp_path) -> Project:
 def app(tmp_path_factory) -> Path:
     """The toy app the sweeper tests sweep (tests/toy_sweep.py)."""
     return write_app(tmp_path_factory.mktemp("app"))
+
+
+@pytest.fixture
+def start_ui():
+    """A function that starts ``ocrexp ui`` in a project and waits for it (tests/servers.py); the
+    servers it started are stopped at the end of the test."""
+    yield from servers.ui_starter()

@@ -10,6 +10,9 @@ import pytest
 
 from ocrexp.data.fashion_mnist import DEBIAN_DIR
 
+# Where Debian's packages put the browser and its WebDriver (named by path: Selenium downloads nothing).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 def require(package: str, present: bool) -> None:
@@ -24,3 +27,8 @@ def require(package: str, present: bool) -> None:
 
 def require_fashion_mnist() -> None:
     require("dataset-fashion-mnist", (Path(DEBIAN_DIR) / "t10k-labels-idx1-ubyte.gz").is_file())
+
+
+def require_chromium() -> None:
+    require("chromium", CHROMIUM.is_file())
+    require("chromium-driver", CHROMEDRIVER.is_file())

@@ -31,7 +31,7 @@ from ocrexp.commands import dashboard
 from ocrexp.errors import OcrexpError
 from tests.project import BIN, Project
 from tests.toy_sweep import sweep
-from tests.test_ui import assert_stops_cleanly, children, free_port, kill_session, wait_until
+from tests.servers import assert_stops_cleanly, children, free_port, kill_session, wait_until
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

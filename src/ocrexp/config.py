@@ -92,6 +92,7 @@ class TrackingConf:
     experiment_name: str = "ocrexp"
     log_model: bool = True
     log_plots: bool = True
+    register_as: Optional[str] = None
 
 
 @dataclass

@@ -2,10 +2,12 @@
 
     ocrexp-eval model_uri=runs:/<run_id>/model                # MNIST test set
     ocrexp-eval model_uri=models:/digits/3 dataset=mnist dataset.limit_test=1000
+    ocrexp-eval model_uri=models:/digits@champion           # a registered model's alias
     ocrexp-eval model_uri=runs:/<run_id>/model mode=read     # 1,000 generated 4-digit numbers
 
 It records a new MLflow run tagged with (and linking to) the run that produced the model, holding
-the test metrics and plots (``ocrexp.report``, as training runs do).
+the test metrics and plots (``ocrexp.report``, as training runs do) and the images it scored as the
+run's dataset input (context ``evaluation``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     name = cfg.run_name or f"eval-{data.name}" + (f"-{source[:8]}" if source else "")
     with make_tracker(cfg, name, tags) as tracker:
         if cfg.get("mode", "test") == "read":
+            tracker.log_evaluation_dataset(data, data.y_test)  # numbers are composed from all test digits
             return _read_numbers(cfg, model, data, tracker)
+        tracker.log_evaluation_dataset(data, y)
         report = test_report(model, scale_images(x, cfg.dataset.scale), y, cfg.batch_size)
         log_report(tracker, report, x, data.class_names, cfg.tracking.log_plots)
     log.info(f"test_accuracy={report['test_accuracy']:.4f} test_loss={report['test_loss']:.4f} "

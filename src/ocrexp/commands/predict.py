@@ -2,6 +2,7 @@
 
     ocrexp predict --model runs:/<run_id>/model scan.png form_dir/      # scan.png  4721  (0.98)
     ocrexp predict --model models:/digits/3 --json '*.jpg' > readings.json
+    ocrexp predict --model models:/digits@champion scan.png            # a registered model's alias
 
 Arguments are files, directories (their image files, sorted) and glob patterns. Every image is
 read even when some fail; a failed one gets one ``PATH  error: ...`` line on stderr (or an
@@ -38,7 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     f"{EXIT_SOME_FAILED} some could not be read, 2 usage or model error.")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, directories or glob patterns")
     parser.add_argument("--model", required=True, metavar="URI_OR_PATH",
-                        help="runs:/<run_id>/model, models:/<name>/<version>, or a .keras/.h5 file")
+                        help="runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>, "
+                             "or a .keras/.h5 file")
     parser.add_argument("--json", action="store_true", help="print one JSON array with digits, boxes and errors")
     parser.add_argument("--batch-size", type=_positive, default=256, metavar="N",
                         help="digit images per model call (default 256)")

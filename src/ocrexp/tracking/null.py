@@ -40,6 +40,9 @@ class NullTracker:
     def log_dataset(self, data, splits) -> None:
         pass
 
+    def log_evaluation_dataset(self, data, labels) -> None:
+        pass
+
     def log_model(self, model, input_example, *, class_names=None, pixel_scale: float = 255.0) -> str | None:
         return None
 

@@ -72,6 +72,7 @@ class RunTracker:
         self._epochs = 0
         self._inputs: dict[str, tuple[str, int]] = {}  # dataset context -> (dataset name, images)
         self._overrides: list[str] | None = None
+        self._notes = [str(self.tags[NOTE_TAG])] if self.tags.get(NOTE_TAG) else []  # callers' notes
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "RunTracker":
@@ -179,6 +180,8 @@ class RunTracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
+        if tags.get(NOTE_TAG):  # kept for the description written at the end
+            self._notes.append(str(tags[NOTE_TAG]))
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -278,7 +281,7 @@ class RunTracker:
 
     def _note(self) -> str:
         """The run's description: what it trained or evaluated, the result, and how to repeat it.
-        A note the caller set (``ocrexp reproduce``, ``ocrexp-eval``) comes first."""
+        Notes set before (by ``ocrexp reproduce``, ``ocrexp-eval``, ``model.init_from``) come first."""
         import shlex
 
         tags = self.tags
@@ -289,7 +292,11 @@ class RunTracker:
                     f"{epochs} epoch{'s' if epochs != 1 else ''})")
         elif "evaluation" in self._inputs:
             dataset, images = self._inputs["evaluation"]
-            what = f"{tags.get('ocrexp.model_uri', 'the model')} on {dataset} ({images:,} test images)"
+            model = tags.get("ocrexp.model_uri", "the model")
+            if self.cfg.get("mode") == "read":  # ocrexp-eval mode=read
+                what = f"{model} reading {self.cfg.read.count:,} numbers made of {dataset} test digits"
+            else:
+                what = f"{model} on {dataset} ({images:,} test images)"
         else:
             what = self.run_name
         results = ", ".join(f"{label} {self._metrics[key]:.2%}" for key, label in RESULTS if key in self._metrics)
@@ -300,7 +307,7 @@ class RunTracker:
         note = what + (f": {results}." if results else ".")
         if again:
             note += f" {'Reproduce' if command == 'ocrexp-train' else 'Rerun'}: {' or '.join(again)}."
-        return f"{tags[NOTE_TAG]}\n\n{note}" if tags.get(NOTE_TAG) else note
+        return "\n\n".join([*self._notes, note])
 
     def keras_callback(self):
         from ocrexp.callbacks import MlflowMetrics
