@@ -122,7 +122,9 @@ def train_two_runs_and_a_sweep(project: Project) -> dict[str, Run]:
 
 
 def runs_page_lists_runs_and_the_sweep(driver: WebDriver, runs: dict[str, Run]) -> None:
-    visible(driver, f"//*[{text_is('Training runs')}]")  # the runs table, not MLflow's GenAI overview
+    # The model-training views (their sidebar has the model registry), not the GenAI overview.
+    visible(driver, f"//*[{text_is('Model registry')}]")
+    visible(driver, f"//*[{text_is('Runs')}]")
     for name in ("alpha", "beta"):
         assert row_of(visible(driver, f"//a[{text_is(name)}]")).get_attribute("row-id") == runs[name].info.run_id
     (parent_id,) = {run.data.tags["mlflow.parentRunId"] for run in runs.values()
@@ -137,7 +139,7 @@ def runs_page_lists_runs_and_the_sweep(driver: WebDriver, runs: dict[str, Run]) 
 
 
 def run_page_shows_metrics_params_and_confusion_matrix(driver: WebDriver, run: Run) -> None:
-    wait_until(driver, lambda d: d.current_url.endswith(f"/runs/{run.info.run_id}"), "not on the run's page")
+    wait_until(driver, lambda d: f"/runs/{run.info.run_id}" in d.current_url, "not on the run's page")
     visible(driver, f"//h2[{text_is(run.info.run_name)}]")
     metric = visible(driver, f"//*[@role='row'][.//a[{text_is('test_accuracy')}]]")
     name, shown = metric.text.split("\n")
@@ -197,7 +199,7 @@ def test_mlflow_ui_in_chromium_shows_runs_a_run_with_its_confusion_matrix_and_a_
                                                                                            browser):
     runs = train_two_runs_and_a_sweep(project)
     ui = start_ui(project)
-    link = re.search(r"http://\S+/#/experiments/\d+/runs", ui.first_line).group()
+    link = re.search(r"http://\S+/#/experiments/\d+/runs\S*", ui.first_line).group()
 
     # MLflow's assistant panel opens itself on a browser's first visit and takes a third of the page.
     browser.get(f"http://127.0.0.1:{ui.port}/health")

@@ -26,7 +26,8 @@ def test_a_run_prints_a_header_epoch_lines_and_a_summary_with_the_runs_link(trai
     assert re.match(r"25/25 - .* - accuracy: [\d.]+ - loss: [\d.]+ - val_accuracy: [\d.]+ - val_loss", lines[1])
     experiment = project.client().get_run(run_id).info.experiment_id
     assert lines[-1].startswith("test_accuracy=")
-    assert lines[-1].endswith(f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run_id} (ocrexp ui)")
+    assert lines[-1].endswith(f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run_id}"
+                              "?workflowType=machine_learning (ocrexp ui)")  # the UI's model-training views
     assert len(lines) == 3, out
 
 

@@ -43,14 +43,14 @@ def run(args: argparse.Namespace) -> int:
     import mlflow
 
     from ocrexp.tracking import liveness
-    from ocrexp.tracking.store import ensure_store, get_experiment_id, tracking_uri
+    from ocrexp.tracking.store import ensure_store, get_experiment_id, tracking_uri, ui_link
 
     uri = args.tracking_uri or tracking_uri()
     ensure_store(uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment_id = get_experiment_id(client, args.experiment)
     liveness.close_dead_runs(client, [experiment_id])  # so that no dead run shows as RUNNING
-    link = f"{browser_url(args.host, args.port)}/#/experiments/{experiment_id}/runs"
+    link = ui_link(uri, experiment_id, base=browser_url(args.host, args.port))
     print(f"MLflow UI for {uri}: {link} (Ctrl-C to stop)", flush=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     # With a database store MLflow also starts GenAI job workers (a runner and seven consumers, about

@@ -49,11 +49,17 @@ def get_experiment_id(client, name: str) -> str:
     return exp.experiment_id
 
 
-def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """Where a browser shows the experiment's runs (or one run): the tracking server itself for an
-    ``http(s)`` store, else the UI that ``ocrexp ui`` starts on 127.0.0.1:5000."""
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+# Opens the MLflow UI (3.x) in its model-training views, not its GenAI overview.
+UI_VIEW = "?workflowType=machine_learning"
+
+
+def ui_link(uri: str, experiment_id: str, run_id: str | None = None, base: str | None = None) -> str:
+    """Where a browser shows the experiment's runs (or one run), in the UI's model-training views: on
+    the tracking server itself for an ``http(s)`` store, else on ``base`` (default: the UI that
+    ``ocrexp ui`` starts, http://127.0.0.1:5000)."""
+    if base is None:
+        base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "") + UI_VIEW
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
