@@ -173,6 +173,16 @@ def test_decompression_bomb_is_refused_before_any_pixel_is_decoded(monkeypatch):
         dec.load_image(_png_header_only(50_000, 50_000))
 
 
+def test_our_pixel_cap_refuses_an_image_pillow_would_open(monkeypatch):
+    # 8,000 x 8,000 = 64 M pixels: over our 40 M cap, under Pillow's own limit (89 M warns, 179 M refuses),
+    # so the refusal here is ours, from the header alone.
+    assert dec.DEFAULT_MAX_PIXELS < 8_000 * 8_000 < Image.MAX_IMAGE_PIXELS
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("pixels were decoded"))
+    with pytest.raises(ImageSizeError) as info:
+        dec.load_image(_png_header_only(8_000, 8_000))
+    assert "8000x8000" in str(info.value) and "decode safely" not in str(info.value)
+
+
 def test_missing_file_and_directory_are_read_errors(tmp_path):
     with pytest.raises(UnreadableImageError, match="cannot open"):
         dec.load_image(tmp_path / "nope.png")

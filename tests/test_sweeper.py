@@ -171,12 +171,13 @@ def test_slurm_launcher_config_composes_with_the_sweeper():
 # -- sweeps of a trivial task ------------------------------------------------------------------------
 
 def test_parallel_trials_start_as_soon_as_a_slot_frees(app, tmp_path):
-    out = sweep(app, tmp_path, "hydra.sweeper.n_jobs=2", "slow_trial=0", "slow_seconds=5")
+    # Trial 0 holds its slot until three other trials have finished. With batches of two that never
+    # happens (its batch partner finishes, then the batch waits for it) and it gives up after 120 s;
+    # here the free slot keeps taking new trials.
+    out = sweep(app, tmp_path, "hydra.sweeper.n_jobs=2", "slow_trial=0", "wait_for_others=3")
     runs = {e["number"]: e for e in events(tmp_path)}
-    slow = runs.pop(0)
-    # With batches of two, one quick trial would run beside the slow one; here the free slot
-    # keeps taking new trials.
-    assert sum(slow["start"] < e["start"] and e["end"] < slow["end"] for e in runs.values()) >= 3
+    assert runs.pop(0)["released"] is True, "the other slot did not go on while trial 0 ran"
+    assert len(runs) == 5
     study = load_study(tmp_path)
     assert len(by_state(study)["COMPLETE"]) == 6
     assert sum("/6] trial " in line for line in out.splitlines()) == 6
@@ -328,7 +329,8 @@ def postgres_url():
 def test_four_sweeps_started_together_share_one_study_and_one_mlflow_parent(app, tmp_path, request, storage):
     url = request.getfixturevalue("postgres_url") if storage == "postgresql" else None
     mlflow_uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    args = ["hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=12", "hydra/launcher=basic", "sleep=0.2",
+    # Every trial waits until trials run in two sweep processes at once, so the sweeps must share.
+    args = ["hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=12", "hydra/launcher=basic", "rendezvous=2",
             f"+tracking={{enabled: true, uri: '{mlflow_uri}', experiment_name: ocrexp}}",
             *([f"hydra.sweeper.storage={url}"] if url else [])]
     workers = [start_sweep(app, tmp_path, *args) for _ in range(4)]
@@ -339,7 +341,8 @@ def test_four_sweeps_started_together_share_one_study_and_one_mlflow_parent(app,
             kill_group(w)
     for w, out in zip(workers, outputs):
         assert w.returncode == 0, out[-3000:]
-    assert sum(" COMPLETE in " in out for out in outputs) >= 2, "the trials did not spread over the sweeps"
+    assert len({e["pid"] for e in events(tmp_path)}) >= 2, "the trials did not spread over the sweeps"
+    assert all(e["released"] for e in events(tmp_path)), "a trial ran while no other sweep did"
     states = by_state(load_study(tmp_path, url))
     assert len(states["COMPLETE"]) == 12 and set(states) <= {"COMPLETE", "FAIL"}
     # A FAIL can only be a worker that lost the race for the last trial, before running it.

@@ -34,14 +34,36 @@ import hydra
 from ocrexp.pruning import trial_reporter_from_env
 from ocrexp.sweep_protocol import TrialJob
 
+def lines(name):
+    path = os.environ[name]
+    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+def wait_for(condition, limit=120.0):
+    """Poll until ``condition()``; False after ``limit`` s (only when the behaviour under test is broken)."""
+    deadline = time.time() + limit
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg) -> float:
     job = TrialJob.from_env()
     number = job.number if job else -1
     start = time.time()
+    with open(os.environ["EVENTS_FILE"] + ".starts", "a") as f:
+        f.write(json.dumps({"number": number, "pid": os.getpid()}) + "\\n")
     if cfg.fail_below is not None and cfg.x < cfg.fail_below:
         raise ValueError(f"x={cfg.x} is below {cfg.fail_below}")
     time.sleep(cfg.slow_seconds if number == cfg.slow_trial else 0)
+    released = None
+    if number == cfg.slow_trial and cfg.wait_for_others:  # hold this slot until others have finished
+        released = wait_for(lambda: sum(e["number"] != number for e in lines("EVENTS_FILE")) >= cfg.wait_for_others)
+    if cfg.rendezvous:  # every trial waits until trials run in this many processes at once
+        released = wait_for(lambda: len({e["pid"] for e in lines("EVENTS_STARTS")}) >= cfg.rendezvous, 30.0)
     reporter = trial_reporter_from_env("score")
     value = base = float("nan") if cfg.nan_above is not None and cfg.x > cfg.nan_above else 0.0
     for step in range(1, cfg.steps + 1):
@@ -50,7 +72,8 @@ def main(cfg) -> float:
         if reporter is not None:
             reporter.report(step, value)
     with open(os.environ["EVENTS_FILE"], "a") as f:
-        f.write(json.dumps({"number": number, "start": start, "end": time.time()}) + "\\n")
+        f.write(json.dumps({"number": number, "pid": os.getpid(), "start": start, "end": time.time(),
+                            "released": released}) + "\\n")
     return [value, float(cfg.y)] if cfg.objectives == 2 else value
 
 if __name__ == "__main__":
@@ -70,6 +93,8 @@ fail_below: null
 nan_above: null
 slow_trial: -1
 slow_seconds: 0.0
+wait_for_others: 0
+rendezvous: 0
 objectives: 1
 optimized_metric: score
 hydra:
@@ -88,7 +113,8 @@ hydra:
 
 
 def start_sweep(app: Path, root: Path, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "OCREXP_ROOT": str(root), "EVENTS_FILE": str(root / "events.jsonl")}
+    env = {**os.environ, "OCREXP_ROOT": str(root), "EVENTS_FILE": str(root / "events.jsonl"),
+           "EVENTS_STARTS": str(root / "events.jsonl.starts")}
     return subprocess.Popen([sys.executable, str(app), "-m", *overrides], cwd=root, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
