@@ -1,9 +1,10 @@
-"""The built wheel works on its own: configs, experiments and Hydra plugins travel inside it.
+"""The built wheel works on its own: configs, experiments and Hydra plugins travel inside it, and
+the dependencies it declares are enough to train.
 
 The checkout's editable install hides packaging mistakes (``conf/`` is found next to ``src/``),
-so this builds the real wheel with pip, installs it into a fresh virtual environment whose only
-other packages are this environment's dependencies, and runs it from a directory outside the
-checkout.
+so this builds the real wheel with pip and runs it from a directory outside the checkout: once in
+a venv that borrows this environment's packages (fast checks), and once installed by pip with its
+declared dependencies into a fresh venv (from pip's cache where it can), training ``debug=fast``.
 """
 
 from __future__ import annotations
@@ -70,3 +71,24 @@ def test_installed_wheel_registers_the_optuna_sweeper(installed, tmp_path):
     info = _run(installed, tmp_path, "-m", "ocrexp.train", "--info", "plugins")
     assert info.returncode == 0, info.stderr
     assert "OcrexpOptunaSweeper" in info.stdout and "ExperimentsSearchPath" in info.stdout
+
+
+@pytest.fixture(scope="module")
+def installed_with_dependencies(wheel, tmp_path_factory) -> Path:
+    """A fresh venv where pip installed the wheel and whatever it declares, nothing else."""
+    env = tmp_path_factory.mktemp("venv_deps")
+    venv.EnvBuilder(with_pip=True).create(env)
+    python = env / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True, timeout=1200,
+                   capture_output=True)
+    return python
+
+
+@pytest.mark.slow
+def test_wheel_installed_with_its_declared_dependencies_trains_outside_the_checkout(installed_with_dependencies,
+                                                                                     tmp_path, mnist):
+    train = subprocess.run([str(installed_with_dependencies.parent / "ocrexp-train"), "debug=fast",
+                            "tracking.log_model=false"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-3000:]
+    assert "test_accuracy=" in train.stdout
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()  # outside a checkout the project root is the cwd
