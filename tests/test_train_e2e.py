@@ -112,7 +112,8 @@ def test_sigterm_ends_the_run_killed(project):
     from ocrexp.tracking.store import ensure_store
 
     ensure_store(project.tracking_uri)  # so that polling below never races the job's first migration
-    proc = subprocess.Popen([str(BIN / "ocrexp-train"), "debug=fast", "trainer.epochs=50"], cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(BIN / "ocrexp-train"), "debug=fast", "trainer.epochs=50"], cwd=project.root,
+                            env=project.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -125,8 +126,11 @@ def test_sigterm_ends_the_run_killed(project):
     finally:
         proc.kill()
     (run,) = project.runs()
-    assert run.info.status == "KILLED" and proc.returncode != 0
+    assert run.info.status == "KILLED" and proc.returncode == 143
     assert run.data.tags["ocrexp.error"] == "terminated (SIGTERM)"
+    err = proc.stderr.read()
+    assert "Traceback" not in err and err.strip().endswith("terminated (SIGTERM): the run ended as KILLED; "
+                                                           "run the same command again to start it anew"), err
 
 
 def test_multirun_sweeps_overrides_into_separate_runs(project):

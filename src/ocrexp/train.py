@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -175,8 +176,13 @@ def _hydra_main(cfg: DictConfig) -> float | list[float]:
 def main() -> None:
     """Console entry point (``ocrexp-train``)."""
     signal.signal(signal.SIGTERM, _terminate)  # end the MLflow run as KILLED, like Ctrl-C
-    with one_line_errors():
-        _hydra_main()
+    try:
+        with one_line_errors():
+            _hydra_main()
+    except KeyboardInterrupt as exc:  # the run (if any) has ended as KILLED: one line, not a traceback
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{how}: the run ended as KILLED; run the same command again to start it anew", file=sys.stderr)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)  # the shell's 128 + signal number
 
 
 if __name__ == "__main__":
