@@ -56,3 +56,14 @@ def test_cnn_optuna_sweep_prunes_and_records_parent_and_child_runs(project, mnis
         assert noise not in proc.stdout + proc.stderr, noise
     (sweep_log,) = project.root.glob("multirun/*/*/sweep.log")
     assert "Launching" in sweep_log.read_text() or "Joblib" in sweep_log.read_text()
+
+
+def test_a_sweep_trains_every_trial_data_parallel_in_reused_workers(project, mnist):
+    # Joblib's workers run several trials each: every trial must get a working MirroredStrategy.
+    project.run("ocrexp-train", "-m", "hparams_search=cnn_optuna", "debug=fast", "trainer.strategy=mirrored",
+                "trainer.cpu_replicas=2", "tracking.log_model=false", "tracking.log_plots=false",
+                "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=1", timeout=600)
+    (results_file,) = project.root.glob("multirun/*/*/optimization_results.yaml")
+    assert yaml.safe_load(results_file.read_text())["counts"]["COMPLETE"] == 4
+    children = [r for r in project.runs() if "optuna.trial_number" in r.data.tags]
+    assert len(children) == 4 and all(r.data.tags["ocrexp.replicas"] == "2" for r in children)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -70,4 +71,13 @@ def distribution(trainer):
 
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices=devices)
+    return _mirrored(tuple(devices))
+
+
+@functools.cache
+def _mirrored(devices: tuple[str, ...]):
+    """One strategy per process and device set: a sweep worker runs many trials, and a second
+    MirroredStrategy in the same process collides with the first one's collective ops."""
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(devices=list(devices))
