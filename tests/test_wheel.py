@@ -9,6 +9,7 @@ declared dependencies into a fresh venv (from pip's cache where it can), trainin
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -52,8 +53,14 @@ def test_wheel_carries_configs_and_experiments(wheel):
         assert member in names, member
 
 
+def _clean_env() -> dict[str, str]:
+    """The environment a user's shell would have: no store or project root left by other tests."""
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "OCREXP_ROOT")}
+
+
 def _run(python: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(python), *args], cwd=cwd, env=_clean_env(), capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_installed_wheel_composes_experiments_outside_the_checkout(installed, tmp_path):
@@ -88,7 +95,8 @@ def installed_with_dependencies(wheel, tmp_path_factory) -> Path:
 def test_wheel_installed_with_its_declared_dependencies_trains_outside_the_checkout(installed_with_dependencies,
                                                                                      tmp_path, mnist):
     train = subprocess.run([str(installed_with_dependencies.parent / "ocrexp-train"), "debug=fast",
-                            "tracking.log_model=false"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                            "tracking.log_model=false"], cwd=tmp_path, env=_clean_env(), capture_output=True,
+                           text=True, timeout=600)
     assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-3000:]
     assert "test_accuracy=" in train.stdout
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()  # outside a checkout the project root is the cwd
