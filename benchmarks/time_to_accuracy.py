@@ -16,6 +16,8 @@ import argparse
 import statistics
 import time
 
+import ocrexp  # noqa: F401  (first: keeps TensorFlow's start-up lines off the terminal)
+
 RECIPES = {"speedrun": ["experiment=speedrun"], "tutorial": ["experiment=tutorial"]}
 
 
