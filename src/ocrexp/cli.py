@@ -1,4 +1,4 @@
-"""``ocrexp``: the project's command-line tool (data, ui, dashboard, export, reproduce, predict, runs).
+"""``ocrexp``: the project's command-line tool (data, ui, dashboard, export, reproduce, resume, predict, runs).
 
 Each subcommand lives in ``ocrexp.commands.<name>`` and exposes ``add_parser(subparsers)``
 and ``run(args) -> int``. Those modules must stay light to import: TensorFlow, MLflow and Optuna
@@ -13,7 +13,7 @@ import sys
 
 from ocrexp.errors import USAGE_EXIT, OcrexpError, print_error
 
-COMMANDS = ("data", "ui", "dashboard", "export", "reproduce", "predict", "runs")
+COMMANDS = ("data", "ui", "dashboard", "export", "reproduce", "resume", "predict", "runs")
 
 
 def build_parser() -> argparse.ArgumentParser:

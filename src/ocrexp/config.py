@@ -31,6 +31,11 @@ def monitor_mode(monitor: str) -> str:
     return "max" if "acc" in monitor else "min"
 
 
+class Resume(Enum):
+    auto = "auto"
+    never = "never"
+
+
 class Device(Enum):
     auto = "auto"
     cpu = "cpu"
@@ -41,6 +46,7 @@ class Device(Enum):
 class PathsConf:
     root_dir: str = "${ocrexp_root:}"
     data_dir: str = "${ocrexp_data_dir:}"
+    checkpoint_dir: str = "${paths.root_dir}/checkpoints"
 
 
 @dataclass
@@ -83,6 +89,8 @@ class TrainerConf:
     eval_batch_size: int = 1024
     strategy: Optional[str] = None
     cpu_replicas: Optional[int] = None
+    resume: Resume = Resume.auto
+    keep_checkpoint: bool = False
 
 
 @dataclass

@@ -47,16 +47,23 @@ def phases(cfg: DictConfig) -> list[Phase]:
     return out
 
 
-def fit(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, list[float]]:
-    """Train ``model`` on ``splits`` through every phase; returns the merged per-epoch history."""
+def fit(cfg: DictConfig, model, splits, num_classes: int, tracker, slot=None) -> dict[str, list[float]]:
+    """Train ``model`` on ``splits`` through every phase; returns the merged per-epoch history.
+
+    With a checkpoint ``slot`` (``ocrexp.checkpoints``) the run's state is saved after every epoch,
+    and a run that resumes (``slot.resumed``) goes on from the epoch after the saved one.
+    """
     # Compile and fit under the distribution strategy the model was built in (trainer.strategy), so
     # that the optimizer's variables are mirrored like the model's.
     with model.distribute_strategy.scope():
-        return _fit_phases(cfg, model, splits, num_classes, tracker)
+        return _fit_phases(cfg, model, splits, num_classes, tracker, slot)
 
 
-def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker) -> dict[str, list[float]]:
-    from ocrexp.callbacks import BestWeights, FailOnNaN
+def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker, slot) -> dict[str, list[float]]:
+    import keras
+
+    from ocrexp.callbacks import BestWeights, EpochProgress, FailOnNaN, restore_best, restore_variables
+    from ocrexp.checkpoints import Progress
     from ocrexp.models.transfer import unfreeze_from
     from ocrexp.pruning import pruning_callback_from_env
 
@@ -64,48 +71,71 @@ def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker) -> di
     steps = -(-len(splits.x_train) // t.batch_size)
     augmentation = config.instantiate(cfg.augmentation, seed=cfg.seed)
     trainee = training_model(model, augmentation)
-    train_ds, val_ds = datasets(cfg, splits, num_classes)
-    if augmentation is not None and cfg.tracking.log_plots:
+    resumed = slot.resumed if slot is not None else None
+    progress = resumed.progress if resumed is not None else Progress()
+    progress.run_id, progress.trial = tracker.run_id, slot.trial if slot is not None else None
+    if augmentation is not None and cfg.tracking.log_plots and resumed is None:
         log_augmentation_preview(cfg, splits, tracker)
 
     best = BestWeights(t.checkpoint.monitor) if t.checkpoint.monitor else None
-    shared = [FailOnNaN(), tracker.keras_callback(), pruning_callback_from_env(config.optimized_metrics(cfg)[0]), best]
+    if best is not None and resumed is not None:
+        restore_best(best, trainee, resumed)
+    pruning = pruning_callback_from_env(config.optimized_metrics(cfg)[0], progress.history)
     verbose = keras_verbosity(t.verbose)
-    history: dict[str, list[float]] = {}
-    spans = []
     started, cpu_started = time.perf_counter(), time.process_time()
-    for phase in phases(cfg):
+    base_wall, base_cpu = progress.train_time_s, progress.train_cpu_s
+
+    def clock() -> tuple[float, float]:
+        return base_wall + time.perf_counter() - started, base_cpu + time.process_time() - cpu_started
+
+    for index, phase in enumerate(phases(cfg)):
         if phase.unfreeze:
             unfreeze_from(model, phase.unfreeze_from)
+        if resumed is not None and progress.skips(index):
+            continue
+        within = resumed is not None and progress.resumes_in(index)
+        if not within:
+            progress.phase_start = progress.epoch
+        if resumed is not None and not within:  # a fresh phase after the saved one: weights only
+            restore_variables(trainee, resumed, optimizer=False)
         lr_plan = config.instantiate(cfg.schedule, lr=phase.lr, steps_per_epoch=steps, epochs=phase.epochs)
         compile_trainee(trainee, cfg, lr_plan.learning_rate, steps, phase.epochs)
-        start = len(history.get("loss", []))
-        callbacks = [*shared, *lr_plan.callbacks, early_stopping(t.early_stopping)]
-        result = trainee.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=start + phase.epochs,
-                             verbose=verbose, shuffle=False, callbacks=[c for c in callbacks if c is not None])
-        for key, values in result.history.items():
-            history.setdefault(key, []).extend(values)
-        spans.append(f"{phase.name}:{start + 1}-{len(history.get('loss', []))}")
+        stateful = [*lr_plan.callbacks, early_stopping(t.early_stopping)]
+        recorder = EpochProgress(progress, index, phase.name, slot=slot, best=best, stateful=stateful,
+                                 resume_from=resumed if within else None, clock=clock)
+        resumed = None  # restored once, into the first phase that trains
+        stream, val_ds = datasets(cfg, splits, num_classes, first_epoch=progress.epoch)
+        # Order matters: the checkpoint is written after the callbacks whose state it holds and
+        # before the epoch is reported (to MLflow, to the pruner), so nothing reported is lost.
+        callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=stream.begin), FailOnNaN(), best, *stateful,
+                     recorder, tracker.keras_callback(), pruning]
+        trainee.fit(stream.dataset, validation_data=val_ds, initial_epoch=progress.epoch,
+                    epochs=progress.phase_start + phase.epochs, verbose=verbose, shuffle=False,
+                    callbacks=[c for c in callbacks if c is not None])
+    if resumed is not None:  # every phase had finished: only the test evaluation was left
+        restore_variables(trainee, resumed, optimizer=False)
 
     # Wall and CPU time of every phase's fit (validation included; data loading and the test
-    # evaluation not). CPU seconds stay comparable when other jobs share the machine.
-    tracker.log_metrics({"train_time_s": time.perf_counter() - started,
-                         "train_cpu_s": time.process_time() - cpu_started})
-    tracker.set_tags({"ocrexp.phases": " ".join(spans)})
+    # evaluation not), over every process that trained this run. CPU seconds stay comparable when
+    # other jobs share the machine.
+    wall, cpu = clock()
+    tracker.log_metrics({"train_time_s": wall, "train_cpu_s": cpu})
+    tracker.set_tags({"ocrexp.phases": " ".join(progress.spans)})
     if best is not None and best.best_epoch is not None:
         tracker.set_tags({"ocrexp.best_epoch": best.best_epoch})
         tracker.log_metrics({"best_epoch": best.best_epoch, f"best_{best.monitor}": best.best})
-    return history
+    return progress.history
 
 
-def datasets(cfg: DictConfig, splits, num_classes: int):
-    """The shuffled training stream (``trainer.batch_size``) and the validation stream: the
-    validation pass computes no gradients, so it takes larger batches (``trainer.eval_batch_size``)."""
-    from ocrexp.data.pipeline import make_dataset
+def datasets(cfg: DictConfig, splits, num_classes: int, first_epoch: int = 0):
+    """The training stream (``trainer.batch_size``, a fresh order each epoch; an ``EpochStream``
+    whose ``begin`` must run at each epoch's start) and the validation dataset: the validation pass
+    computes no gradients, so it takes larger batches (``trainer.eval_batch_size``)."""
+    from ocrexp.data.pipeline import EpochStream, make_dataset
 
     common = dict(num_classes=num_classes, scale=cfg.dataset.scale)
-    train = make_dataset(splits.x_train, splits.y_train, batch_size=cfg.trainer.batch_size,
-                         shuffle_seed=cfg.seed, **common)
+    train = EpochStream(splits.x_train, splits.y_train, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
+                        first_epoch=first_epoch, **common)
     val = make_dataset(splits.x_val, splits.y_val, batch_size=cfg.trainer.eval_batch_size, **common)
     return train, val
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ocrexp.errors import ConfigError
-from ocrexp.sweep_protocol import PRUNER_ATTR, TrialJob
+from ocrexp.sweep_protocol import PRUNER_ATTR, RETRY_OF, TrialJob
 
 PRUNERS = {
     "hyperband": "HyperbandPruner",
@@ -120,6 +120,18 @@ class TrialReporter:
         self.maximize = self.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
         self.best: float | None = None
 
+    def replay(self, values: list[float]) -> None:
+        """Report epochs 1..n that an earlier attempt of this trial trained (this trial resumes its
+        checkpoint): each step once, with no pruning decision (the attempt that trained them took it)."""
+        for step, value in enumerate(values, start=1):
+            if math.isfinite(float(value)):
+                self._keep_best(float(value))
+                self.trial.report(self.best, step)
+
+    def _keep_best(self, value: float) -> None:
+        if self.best is None or (value > self.best if self.maximize else value < self.best):
+            self.best = value
+
     def report(self, step: int, value: float) -> None:
         """Record ``value`` after ``step`` epochs; raise ``optuna.TrialPruned`` if the pruner says so."""
         import optuna
@@ -127,11 +139,17 @@ class TrialReporter:
         value = float(value)
         if not math.isfinite(value):
             return  # a NaN loss is the training loop's failure to report, not a pruning signal
-        if self.best is None or (value > self.best if self.maximize else value < self.best):
-            self.best = value
+        self._keep_best(value)
         self.trial.report(self.best, step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {step}: best {self.monitor} {self.best:.4f}")
+
+
+def retried_trial(job: TrialJob) -> int | None:
+    """The number of the trial that ``job``'s trial retries (the sweeper re-queued it after its
+    worker died), or None for a first attempt."""
+    value = open_storage(job.storage).get_trial(job.trial_id).user_attrs.get(RETRY_OF)
+    return int(value) if value is not None else None
 
 
 def trial_reporter_from_env(monitor: str = "val_accuracy") -> TrialReporter | None:
@@ -147,11 +165,16 @@ def trial_reporter_from_env(monitor: str = "val_accuracy") -> TrialReporter | No
     return reporter
 
 
-def pruning_callback_from_env(monitor: str = "val_accuracy"):
+def pruning_callback_from_env(monitor: str = "val_accuracy", history: Mapping[str, list[float]] | None = None):
     """A Keras callback that reports ``monitor`` to this job's Optuna trial after every epoch and
-    raises ``optuna.TrialPruned`` when the study's pruner stops it; None outside an Optuna sweep."""
+    raises ``optuna.TrialPruned`` when the study's pruner stops it; None outside an Optuna sweep.
+    ``history``: the epochs a resumed checkpoint already trained, reported first (once each)."""
     reporter = trial_reporter_from_env(monitor)
-    return None if reporter is None else _keras_callback_class()(reporter)
+    if reporter is None:
+        return None
+    if history and history.get(monitor):
+        reporter.replay(history[monitor])
+    return _keras_callback_class()(reporter)
 
 
 @cache

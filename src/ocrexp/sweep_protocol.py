@@ -29,6 +29,8 @@ ENV_PARENT_RUN_ID = "OCREXP_PARENT_RUN_ID"
 # Study user attribute holding the pruner spec (a name or a mapping): written by the sweeper, read
 # by every job so that all of them prune with the study's pruner.
 PRUNER_ATTR = "ocrexp.pruner"
+# Trial user attribute: the number of the trial this one retries (re-queued after its worker died).
+RETRY_OF = "ocrexp.retry_of"
 
 # Tags on a trial's MLflow run.
 PARENT_TAG = "mlflow.parentRunId"

@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import hydra
@@ -25,6 +26,7 @@ from ocrexp import config
 from ocrexp.errors import OcrexpError, Terminated, exit_with_error
 from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
+from ocrexp.sweep_protocol import TrialJob, is_pruned
 
 config.register()  # the schema and resolvers the composition below needs
 log = logging.getLogger("ocrexp.train")  # not __name__: `python -m ocrexp.train` runs as __main__
@@ -75,21 +77,68 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(data, splits, model, provenance, device, replicas)
 
 
-def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> RunResult:
-    """Run one experiment described by ``cfg``: data, model, fit, test, record."""
+def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None, *,
+                   resume_folder: Path | None = None) -> RunResult:
+    """Run one experiment described by ``cfg``: data, model, fit, test, record.
+
+    An interrupted run of the same config goes on from its checkpoint (``trainer.resume=auto``);
+    ``resume_folder`` (``ocrexp resume``) names the checkpoint to go on from.
+    """
     from ocrexp import fitting
     from ocrexp.tracking import make_tracker
 
     run = prepare(cfg)
     log.info(header(cfg, run))
-    with make_tracker(cfg, run_name(cfg), tags) as tracker:
-        tracker.set_tags({"ocrexp.device": run.device, "ocrexp.replicas": run.replicas, **run.provenance})
-        tracker.log_dataset(run.data, run.splits)
-        tracker.log_metrics({"params": run.model.count_params()})
-        history = fitting.fit(cfg, run.model, run.splits, run.data.num_classes, tracker)
-        report = evaluate_and_log(cfg, run, history, tracker)
+    slot = claim_checkpoint(cfg, resume_folder)
+    resumed = slot.resumed.progress if slot.resumed is not None else None
+    if resumed is not None:
+        log.info(resume_line(cfg, resumed, slot.folder))
+    trial = TrialJob.from_env()
+    # A rerun continues its MLflow run; a retried sweep trial is a new trial with a run of its own.
+    continued = resumed.run_id if resumed is not None and trial is None else None
+    try:
+        with make_tracker(cfg, run_name(cfg), tags, continue_run=continued) as tracker:
+            tracker.set_tags({"ocrexp.device": run.device, "ocrexp.replicas": run.replicas,
+                              "ocrexp.checkpoint": str(slot.folder), **run.provenance})
+            tracker.log_dataset(run.data, run.splits)
+            tracker.log_metrics({"params": run.model.count_params()})
+            if resumed is not None:
+                tracker.log_history(resumed.history)  # epochs an earlier process trained and did not report
+                tracker.set_tags({"ocrexp.resumed_at_epoch": resumed.epoch + 1,
+                                  **({"ocrexp.resumed_from": resumed.run_id} if resumed.run_id and trial else {})})
+            history = fitting.fit(cfg, run.model, run.splits, run.data.num_classes, tracker, slot)
+            report = evaluate_and_log(cfg, run, history, tracker)
+        slot.finish()
+    except BaseException as exc:
+        if is_pruned(exc):  # a pruned trial is over: nothing to resume
+            slot.finish()
+        raise
+    finally:
+        slot.release()
     print_summary(report, tracker)
     return RunResult(tracker.run_id, history, report, run.model.count_params())
+
+
+def claim_checkpoint(cfg: DictConfig, folder: Path | None = None):
+    """This run's checkpoint slot (``ocrexp.checkpoints``); inside a sweep, a trial resumes only the
+    checkpoint of the trial it retries."""
+    from ocrexp import checkpoints
+    from ocrexp.pruning import retried_trial
+
+    job = TrialJob.from_env()
+    if job is None:
+        return checkpoints.claim(cfg, folder=folder)
+    return checkpoints.claim(cfg, study=job.study, trial=job.number, retry_of=retried_trial(job))
+
+
+def resume_line(cfg: DictConfig, progress, folder: Path) -> str:
+    from ocrexp.fitting import phases
+
+    total = sum(p.epochs for p in phases(cfg))
+    where = f"epoch {progress.epoch + 1} of {total}" if progress.epoch < total else "the test evaluation"
+    run = f"run {progress.run_id}" if progress.run_id else "the run"
+    return f"resuming {run} at {where} from its checkpoint {folder}"
+
 
 
 def train(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> float | list[float]:
@@ -181,7 +230,8 @@ def main() -> None:
             _hydra_main()
     except KeyboardInterrupt as exc:  # the run (if any) has ended as KILLED: one line, not a traceback
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"{how}: the run ended as KILLED; run the same command again to start it anew", file=sys.stderr)
+        print(f"{how}: the run ended as KILLED; run the same command again to go on from its last finished epoch",
+              file=sys.stderr)
         sys.exit(143 if isinstance(exc, Terminated) else 130)  # the shell's 128 + signal number
 
 

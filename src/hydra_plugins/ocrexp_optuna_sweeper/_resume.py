@@ -18,11 +18,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ocrexp.sweep_protocol import RETRY_OF
+
 OWNER = "ocrexp.owner"
 HEARTBEAT = "ocrexp.heartbeat"
 FAIL_KIND = "ocrexp.fail_kind"  # error | orphaned | interrupted | surplus
 FAIL_REASON = "ocrexp.fail_reason"
-RETRY_OF = "ocrexp.retry_of"
 
 log = logging.getLogger(__name__)
 

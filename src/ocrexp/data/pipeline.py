@@ -51,6 +51,41 @@ def split(data: DigitData, validation_split: float, seed: int,
     )
 
 
+class EpochStream:
+    """The training batches, in a fresh order each epoch that depends on ``(seed, epoch)`` alone, so
+    that a run resumed at epoch e sees exactly the batches an uninterrupted run sees from epoch e:
+    the data order has no state to checkpoint. ``begin(epoch)`` (a Keras ``on_epoch_begin`` hook)
+    says which epoch the next pass over ``dataset`` is; Keras starts one pass per epoch, after that
+    hook. The images stay one uint8 tensor and each batch is gathered from it by index (no per-image
+    shuffle buffer)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, num_classes: int, scale: float,
+                 seed: int, first_epoch: int = 0):
+        import tensorflow as tf
+
+        self.epoch = first_epoch
+        images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
+        n = len(x)
+
+        def batches(epoch):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int32), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+        def gather(index):
+            batch = tf.cast(tf.gather(images, index), tf.float32) / scale
+            return batch, tf.one_hot(tf.gather(labels, index), num_classes)
+
+        # A fixed seed would make every pass alike; the epoch is read when a pass starts.
+        current = tf.data.Dataset.from_generator(lambda: iter([self.epoch]),
+                                                 output_signature=tf.TensorSpec((), tf.int64))
+        passes = current.flat_map(batches).apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
+        self.dataset = passes.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def begin(self, epoch: int, logs=None) -> None:
+        self.epoch = epoch
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, num_classes: int, scale: float,
                  shuffle_seed: int | None = None):
     """A cached, (optionally) shuffled, batched, scaled and prefetched ``tf.data.Dataset``."""

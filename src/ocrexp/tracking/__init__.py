@@ -21,6 +21,8 @@ from ocrexp.tracking.store import ensure_store, tracking_uri
 __all__ = ["NullTracker", "RunTracker", "ensure_store", "make_tracker", "tracking_uri"]
 
 
-def make_tracker(cfg: DictConfig, run_name: str, tags: Mapping[str, str] | None = None) -> RunTracker | NullTracker:
-    """A ``RunTracker`` when ``tracking.enabled``, else a ``NullTracker``."""
-    return RunTracker(cfg, run_name, tags) if cfg.tracking.enabled else NullTracker()
+def make_tracker(cfg: DictConfig, run_name: str, tags: Mapping[str, str] | None = None,
+                 continue_run: str | None = None) -> RunTracker | NullTracker:
+    """A ``RunTracker`` when ``tracking.enabled``, else a ``NullTracker``. ``continue_run``: the id of
+    an interrupted run that this one resumes."""
+    return RunTracker(cfg, run_name, tags, continue_run) if cfg.tracking.enabled else NullTracker()

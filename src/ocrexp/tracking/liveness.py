@@ -84,16 +84,20 @@ def death_of(tags: dict[str, str], now: float | None = None) -> str | None:
     return None
 
 
-def close_dead_runs(client, experiment_ids: list[str]) -> list[str]:
-    """Mark RUNNING runs whose process died as FAILED (with the reason and the last epoch); their ids."""
+def close_dead_runs(client, experiment_ids: list[str], spare: str | None = None) -> list[str]:
+    """Mark RUNNING runs whose process died as FAILED (with the reason and the last epoch); their
+    ids. ``spare``: a run this process is about to resume."""
     closed = []
     for run in client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
         reason = death_of(run.data.tags)
-        if reason is None:
+        if reason is None or run.info.run_id == spare:
             continue
         epochs = len(client.get_metric_history(run.info.run_id, "loss"))
-        client.set_tag(run.info.run_id, "ocrexp.error",
-                       f"the process died: {reason}; the last epoch it finished was {epochs}")
+        message = f"the process died: {reason}; the last epoch it finished was {epochs}"
+        checkpoint = run.data.tags.get("ocrexp.checkpoint")
+        if checkpoint and (Path(checkpoint) / "state.npz").is_file():
+            message += f"; `ocrexp resume {run.info.run_id}` (or the same command) goes on from its checkpoint"
+        client.set_tag(run.info.run_id, "ocrexp.error", message)
         client.set_terminated(run.info.run_id, "FAILED")
         closed.append(run.info.run_id)
     return closed

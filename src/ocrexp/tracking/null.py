@@ -25,6 +25,9 @@ class NullTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         pass
 
+    def log_history(self, history: Mapping[str, list[float]]) -> None:
+        pass
+
     def log_text(self, text: str, artifact_file: str) -> None:
         pass
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,8 +58,10 @@ def git_commit() -> str | None:
 class RunTracker:
     """One MLflow run for one training or evaluation job."""
 
-    def __init__(self, cfg: DictConfig, run_name: str, tags: Mapping[str, str] | None = None):
+    def __init__(self, cfg: DictConfig, run_name: str, tags: Mapping[str, str] | None = None,
+                 continue_run: str | None = None):
         self.cfg = cfg
+        self.continue_run = continue_run  # an interrupted run this one resumes
         self.run_name = run_name
         self.tags = dict(tags or {})
         self.uri = tracking_uri(cfg.tracking)
@@ -85,18 +88,40 @@ class RunTracker:
         mlflow.set_tracking_uri(self.uri)
         self.client = mlflow.MlflowClient(self.uri)
         exp_id = self.experiment_id = get_experiment_id(self.client, self.cfg.tracking.experiment_name)
-        liveness.close_dead_runs(self.client, [exp_id])
+        liveness.close_dead_runs(self.client, [exp_id], spare=self.continue_run)
         tags = {**self._default_tags(), **liveness.owner_tags(), **self.tags}
         trial = TrialJob.from_env()
         if trial is not None:
             tags.update(trial.run_tags())
             self.run_name = trial.run_name
-        run = self.client.create_run(exp_id, run_name=self.run_name, tags=tags)
-        self.run_id = run.info.run_id
-        mlflow.start_run(run_id=self.run_id)  # makes flavor log_model calls target this run
+        self.run_id = self._continued(tags) or self.client.create_run(exp_id, run_name=self.run_name,
+                                                                      tags=tags).info.run_id
+        mlflow.start_run(run_id=self.run_id)  # makes flavor log_model calls target this run (RUNNING again)
         self._heartbeat = liveness.Heartbeat(self.client, self.run_id)
-        self._log_config()
+        if self.continue_run == self.run_id:
+            self._overrides = _logged_overrides()  # config and params were logged by the first process
+        else:
+            self._log_config()
         return self
+
+    def _continued(self, tags: dict[str, str]) -> str | None:
+        """The interrupted run this one resumes, now owned by this process; None when it is gone."""
+        from mlflow.exceptions import MlflowException
+
+        if not self.continue_run:
+            return None
+        try:
+            run = self.client.get_run(self.continue_run)
+        except MlflowException:
+            return None  # deleted, or another store: the resumed training gets a new run
+        if run.info.experiment_id != self.experiment_id:
+            return None
+        if "ocrexp.error" in run.data.tags:  # the interruption's reason no longer describes the run
+            self.client.delete_tag(run.info.run_id, "ocrexp.error")
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if k != NOTE_TAG])
+        return run.info.run_id
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         import mlflow
@@ -167,7 +192,7 @@ class RunTracker:
         self.log_text(OmegaConf.to_yaml(self.cfg, resolve=True), "config.resolved.yaml")
         hydra_dir = _hydra_output_dir()
         if hydra_dir is not None:
-            overrides = self._overrides = list(OmegaConf.load(hydra_dir / "overrides.yaml"))
+            overrides = self._overrides = _logged_overrides()
             self.client.set_tag(self.run_id, "ocrexp.overrides", " ".join(overrides) or "(none)")
             self.client.log_artifacts(self.run_id, str(hydra_dir), "hydra")
 
@@ -185,8 +210,6 @@ class RunTracker:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         self._metrics.update(metrics)
@@ -194,6 +217,20 @@ class RunTracker:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_history(self, history: Mapping[str, list[float]]) -> None:
+        """Per-epoch metrics of epochs an earlier process trained that this run does not show yet
+        (all of them for a retried trial's new run; at most the last one for a continued run)."""
+        from mlflow.entities import Metric
+
+        epochs = len(history.get("loss", []))
+        logged = len(self.client.get_metric_history(self.run_id, "loss"))
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(values[i]), now, i + 1) for k, values in history.items()
+                 if k != "learning_rate" for i in range(logged, min(epochs, len(values)))]
+        for i in range(0, len(batch), 500):
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 500])
+        self._epochs = max(self._epochs, epochs)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
@@ -233,7 +270,8 @@ class RunTracker:
                        "input_shape": list(data.input_shape), "class_names": list(data.class_names),
                        "n_train": len(splits.x_train), "n_val": len(splits.x_val),
                        "n_test": len(splits.x_test)}, "dataset.json")
-        self.client.log_inputs(self.run_id, datasets=split_inputs(data, splits))  # one call for all three
+        if self.continue_run != self.run_id:  # a continued run has them already
+            self.client.log_inputs(self.run_id, datasets=split_inputs(data, splits))  # one call for all three
         self._inputs["training"] = (data.name, len(splits.y_train))
 
     def log_evaluation_dataset(self, data, labels) -> None:
@@ -334,6 +372,12 @@ def _keras_progress_bars_off():
     finally:
         if was_on:
             utils.enable_interactive_logging()
+
+
+def _logged_overrides() -> list[str] | None:
+    """The current Hydra job's command-line overrides, if running under Hydra."""
+    hydra_dir = _hydra_output_dir()
+    return list(OmegaConf.load(hydra_dir / "overrides.yaml")) if hydra_dir is not None else None
 
 
 def _hydra_output_dir() -> Path | None:

@@ -1,0 +1,57 @@
+"""``ocrexp resume RUN_ID``: go on training an interrupted run from its last checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "resume", help="go on training an interrupted run from its last checkpoint",
+        description="Continue RUN_ID (killed, interrupted or failed) in the same MLflow run, from the epoch after "
+                    "its last checkpoint, with the config it was started with. Rerunning the same "
+                    "ocrexp-train command does the same.")
+    parser.add_argument("run_id", help="MLflow run id to resume")
+    parser.add_argument("--tracking-uri", default=None, help="store holding the run (default: the project's)")
+    parser.set_defaults(run=run)
+
+
+def checkpoint_of(run_id: str, uri: str) -> Path:
+    """The folder holding ``run_id``'s checkpoint; a one-line error when there is none to resume."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from ocrexp import checkpoints
+    from ocrexp.errors import OcrexpError
+
+    try:
+        run = mlflow.MlflowClient(uri).get_run(run_id)
+    except MlflowException:
+        raise OcrexpError(f"there is no run {run_id} in {uri}; `ocrexp runs` lists the runs.") from None
+    folder = run.data.tags.get("ocrexp.checkpoint")
+    state = checkpoints.read_state(Path(folder) / checkpoints.STATE) if folder else None
+    if state is None or state.progress.run_id != run_id:
+        status = run.info.status
+        why = "it finished" if status == "FINISHED" else f"it is {status} and its checkpoint is gone"
+        raise OcrexpError(f"run {run_id} has no checkpoint to resume ({why}); "
+                          f"`ocrexp reproduce {run_id}` trains its config anew.")
+    return Path(folder)
+
+
+def run(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from ocrexp import checkpoints
+    from ocrexp.config import OcrexpConf, register
+    from ocrexp.tracking.store import tracking_uri
+    from ocrexp.train import run_experiment
+
+    uri = args.tracking_uri or tracking_uri()
+    folder = checkpoint_of(args.run_id, uri)
+    register()  # the resolvers the saved config refers to
+    cfg = OmegaConf.merge(OmegaConf.structured(OcrexpConf), OmegaConf.load(folder / checkpoints.CONFIG))
+    if cfg.tracking.uri is None:
+        cfg.tracking.uri = uri
+    run_experiment(cfg, resume_folder=folder)
+    return 0
