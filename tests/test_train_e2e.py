@@ -129,8 +129,8 @@ def test_sigterm_ends_the_run_killed(project):
     assert run.info.status == "KILLED" and proc.returncode == 143
     assert run.data.tags["ocrexp.error"] == "terminated (SIGTERM)"
     err = proc.stderr.read()
-    assert "Traceback" not in err and err.strip().endswith("terminated (SIGTERM): the run ended as KILLED; "
-                                                           "run the same command again to start it anew"), err
+    assert "Traceback" not in err and err.strip().endswith("terminated (SIGTERM): the run ended as KILLED; run the same "
+                                                           "command again to go on from its last finished epoch"), err
 
 
 def test_multirun_sweeps_overrides_into_separate_runs(project):
@@ -186,4 +186,5 @@ def test_a_run_killed_with_sigkill_is_closed_failed_when_ocrexp_next_touches_the
     assert run.info.status == "FAILED"
     error = run.data.tags["ocrexp.error"]
     assert error.startswith(f"the process died: its process (pid {proc.pid} on ")
-    assert error.endswith(f"the last epoch it finished was {epochs}")
+    assert f"the last epoch it finished was {epochs}; `ocrexp resume {run.info.run_id}` (or the same command) goes " \
+           "on from its checkpoint" in error

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
-from ocrexp.errors import USAGE_EXIT, OcrexpError, print_error
+from ocrexp.console import to_terminal
+from ocrexp.errors import USAGE_EXIT, OcrexpError, Terminated, print_error
 
 COMMANDS = ("data", "ui", "dashboard", "export", "reproduce", "resume", "predict", "runs")
 
@@ -34,14 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    to_terminal()
+    signal.signal(signal.SIGTERM, _terminate)  # a training command ends its MLflow run as KILLED
     try:
         return int(args.run(args) or 0)
     except OcrexpError as exc:
         print_error(str(exc))
         return USAGE_EXIT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -83,6 +83,19 @@ class ConsoleFormatter(logging.Formatter):
         return f"{record.levelname.lower()}{where}: {message}"
 
 
+def to_terminal() -> None:
+    """What Hydra's ``job_logging`` config does for ``ocrexp-train``, for commands that train or
+    evaluate without Hydra (``ocrexp reproduce``, ``ocrexp resume``): ocrexp's lines on stdout."""
+    root = logging.getLogger()
+    if any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(ConsoleFilter())
+    handler.setFormatter(ConsoleFormatter())
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
 class LogFile(logging.FileHandler):
     """A log file opened on the first record, creating its folder then (Hydra makes a sweep's folder
     only when it launches the first job)."""
