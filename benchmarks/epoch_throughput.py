@@ -4,7 +4,7 @@ Every path trains the tutorial CNN (float32) at batch 64 on the same 48,000 MNIS
 validates on the same 12,000 every epoch, as the tutorial does. The tutorial path is the tutorial's
 own code: float arrays scaled up front, one-hot labels, ``model.fit(x, y, validation_split=0.2)``.
 An ocrexp path is what ``ocrexp-train`` runs: the config composed with the variant's overrides, the
-model built from it, ``ocrexp.fitting``'s datasets (uint8 cache, per-batch scaling) and compile
+model built from it, ``ocrexp.fitting``'s datasets (uint8 tensor, batches gathered by index and scaled) and compile
 (steps per execution, validation batch size). Epochs rotate through the paths in one process so that
 machine noise hits all alike; each path's first epoch (tracing) is reported separately.
 
@@ -46,13 +46,19 @@ def ocrexp_path(data, overrides: str, n_val: int):
     cfg = compose("tracking=none", *overrides.split())
     splits = Splits(data.x_train[:-n_val], data.y_train[:-n_val], data.x_train[-n_val:], data.y_train[-n_val:],
                     data.x_test, data.y_test)
-    train_ds, val_ds = datasets(cfg, splits, 10)
+    stream, val_ds = datasets(cfg, splits, 10)
     keras.utils.set_random_seed(0)
     model, _ = build_model(cfg.model, (28, 28, 1), 10)
     trainee = training_model(model)
     steps = -(-len(splits.x_train) // cfg.trainer.batch_size)
     compile_trainee(trainee, cfg, cfg.optimizer.lr, steps, 1)
-    return lambda: trainee.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0, shuffle=False)
+    epochs = iter(range(10**6))
+
+    def one_epoch():
+        stream.begin(next(epochs))  # what fitting's on_epoch_begin hook does: this epoch's order
+        return trainee.fit(stream.dataset, validation_data=val_ds, epochs=1, verbose=0, shuffle=False)
+
+    return one_epoch
 
 
 def main() -> None:

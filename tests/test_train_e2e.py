@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.project import BIN
+from tests.training import mlflow_env_kept
 
 pytestmark = pytest.mark.slow
 
@@ -53,8 +54,12 @@ def test_logged_model_loads_with_signature_and_predicts(trained, mnist):
     import mlflow
 
     project, run_id = trained
-    mlflow.set_tracking_uri(project.tracking_uri)
-    info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+    with mlflow_env_kept():  # set_tracking_uri exports MLFLOW_TRACKING_URI: later tests must not see it
+        mlflow.set_tracking_uri(project.tracking_uri)
+        try:
+            info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+        finally:
+            mlflow.set_tracking_uri(None)
     assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 28, 28, 1)
     from ocrexp.models.io import load_model
 

@@ -137,6 +137,10 @@ class Slot:
         self.release()
 
     def release(self) -> None:
+        """Let go of the folder; one that never got a checkpoint (the run failed before its first
+        epoch ended) is removed, so nothing is left that a rerun could mistake for progress."""
+        if self._lock_fd >= 0 and not self.state_file.exists():
+            shutil.rmtree(self.folder, ignore_errors=True)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the descriptor drops the lock
             self._lock_fd = -1

@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from ocrexp.errors import ConfigError, Terminated
 from ocrexp.sweep_protocol import STATE_TAG, TrialJob, is_pruned
 from ocrexp.tracking import liveness
-from ocrexp.tracking.store import ensure_store, get_experiment_id, tracking_uri, ui_link
+from ocrexp.tracking.store import (LockAware, StoreLocked, ensure_store, get_experiment_id, retry_while_locked,
+                                   tracking_uri, ui_link)
 
 NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
 # Metrics the description reports, in this order, with how it names them.
@@ -82,13 +83,18 @@ class RunTracker:
         import mlflow
 
         _check_registered_name(self.cfg.tracking.get("register_as"))
-        ensure_store(self.uri)
+
+        def open_store() -> str:  # idempotent: retried while another process holds the store locked
+            ensure_store(self.uri)
+            self.client = LockAware(mlflow.MlflowClient(self.uri), self.uri)
+            exp_id = get_experiment_id(self.client, self.cfg.tracking.experiment_name)
+            liveness.close_dead_runs(self.client, [exp_id], spare=self.continue_run)
+            return exp_id
+
+        exp_id = self.experiment_id = retry_while_locked(self.uri, open_store)
         # set_tracking_uri also exports MLFLOW_TRACKING_URI; put the caller's value back on exit
         self._env_uri = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
-        self.client = mlflow.MlflowClient(self.uri)
-        exp_id = self.experiment_id = get_experiment_id(self.client, self.cfg.tracking.experiment_name)
-        liveness.close_dead_runs(self.client, [exp_id], spare=self.continue_run)
         tags = {**self._default_tags(), **liveness.owner_tags(), **self.tags}
         trial = TrialJob.from_env()
         if trial is not None:
@@ -128,6 +134,11 @@ class RunTracker:
 
         failure = self._finish_figures()
         self._heartbeat.stop()
+        if isinstance(exc, StoreLocked) or isinstance(failure, StoreLocked):
+            # Nothing more can be written; the run is closed as dead when ocrexp next opens the store.
+            _forget_active_run()
+            self._restore_env_uri()
+            raise exc if isinstance(exc, StoreLocked) else failure
         if exc_type is None and failure is not None:  # a plot that failed fails the run, as it would inline
             exc_type, exc = type(failure), failure
         if exc_type is None:
@@ -144,13 +155,16 @@ class RunTracker:
             self.client.set_tag(self.run_id, "ocrexp.error", f"{exc_type.__name__}: {exc}"[:5000])
             status = "FAILED"
         mlflow.end_run(status=status)
+        self._restore_env_uri()
+        if failure is not None and exc is failure:
+            raise failure
+        return False
+
+    def _restore_env_uri(self) -> None:
         if self._env_uri is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = self._env_uri
-        if failure is not None and exc is failure:
-            raise failure
-        return False
 
     def _finish_figures(self) -> BaseException | None:
         """Wait for the figures still being drawn; the first error, if one failed."""
@@ -351,6 +365,21 @@ class RunTracker:
         from ocrexp.callbacks import MlflowMetrics
 
         return MlflowMetrics(self)
+
+
+def _forget_active_run() -> None:
+    """Leave MLflow's active run without writing to the store (``end_run`` would wait for the lock
+    again before failing); a sweep worker's next trial starts its own."""
+    import mlflow
+
+    stack = getattr(mlflow.tracking.fluent, "_active_run_stack", None)
+    if stack is not None and stack.get():
+        stack.get().pop()
+    elif mlflow.active_run() is not None:
+        try:
+            mlflow.end_run()
+        except Exception:  # noqa: BLE001 - the store is locked; nothing to do about it here
+            pass
 
 
 def _check_registered_name(name: Any) -> None:

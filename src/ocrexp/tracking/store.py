@@ -5,13 +5,75 @@ Kept free of MLflow imports at module level: Hydra loads the callback below for 
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+import time
+from typing import Any, Callable, TypeVar
 
 from hydra.experimental.callback import Callback
 
 from ocrexp import paths
 from ocrexp.errors import OcrexpError
+
+T = TypeVar("T")
+# How long opening a run waits, retrying, for a SQLite store that another process holds locked.
+STORE_WAIT_ENV, STORE_WAIT_S = "OCREXP_STORE_WAIT_S", 30.0
+
+
+class StoreLocked(OcrexpError):
+    """The SQLite store stayed locked by another writer for longer than ocrexp waits."""
+
+    def __init__(self, uri: str, waited: str):
+        super().__init__(f"the MLflow store {uri.removeprefix('sqlite:///')} stayed locked by another process for "
+                         f"{waited}; run the same command again once it is free (training goes on from its "
+                         "last checkpoint).")
+
+
+def is_locked(exc: BaseException) -> bool:
+    return "database is locked" in str(exc)
+
+
+def retry_while_locked(uri: str, action: Callable[[], T], budget_s: float | None = None) -> T:
+    """``action()``, retried with growing pauses while the store is locked; ``StoreLocked`` after
+    ``budget_s`` (default ``$OCREXP_STORE_WAIT_S``, else 30 s)."""
+    if budget_s is None:
+        budget_s = float(os.environ.get(STORE_WAIT_ENV) or STORE_WAIT_S)
+    deadline, pause = time.monotonic() + budget_s, 0.5
+    while True:
+        try:
+            return action()
+        except Exception as exc:
+            if not is_locked(exc):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise StoreLocked(uri, f"over {budget_s:.0f} s") from None
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
+
+
+class LockAware:
+    """An ``MlflowClient`` whose calls fail with ``StoreLocked`` (one sentence) instead of SQLAlchemy's
+    traceback when the store is still locked after MLflow's own wait (its SQLite busy timeout, 20 s)."""
+
+    def __init__(self, client, uri: str):
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            except Exception as exc:
+                if is_locked(exc):
+                    raise StoreLocked(self._uri, "over 20 s") from None
+                raise
+
+        return call
+
 
 # Asks the MLflow UI to open the experiment in its model-training views.
 EXPERIMENT_KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}
