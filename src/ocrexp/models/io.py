@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ocrexp.errors import OcrexpError
@@ -41,12 +42,20 @@ def _download(uri: str, tracking_uri: str | None) -> Path:
 
     from ocrexp.tracking.store import tracking_uri as default_uri
 
-    mlflow.set_tracking_uri(tracking_uri or default_uri())
+    store = tracking_uri or default_uri()
+    # MLflow resolves runs:/ and models:/ through its global tracking URI (which it also exports as
+    # MLFLOW_TRACKING_URI); a library call puts both back as they were.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(store)
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as exc:  # MlflowException, OSError: report the URI, not the stack
-        why = _not_registered(mlflow.MlflowClient(), uri) if uri.startswith("models:/") else None
-        raise OcrexpError(f"could not fetch model {uri!r} from {mlflow.get_tracking_uri()}: {why or exc}") from None
+        why = _not_registered(mlflow.MlflowClient(store), uri) if uri.startswith("models:/") else None
+        raise OcrexpError(f"could not fetch model {uri!r} from {store}: {why or exc}") from None
+    finally:
+        mlflow.set_tracking_uri(before)
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def source_run_id(uri: str, tracking_uri: str | None = None) -> str | None:
