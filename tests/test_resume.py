@@ -153,8 +153,10 @@ def _history(project: Project, run_id: str) -> dict[str, list[tuple[int, float]]
 
 
 @pytest.mark.slow
-def test_a_run_killed_after_epoch_2_of_4_resumes_to_exactly_the_uninterrupted_metrics(project):
-    command = (*COMMAND, "run_name=resumed")
+@pytest.mark.parametrize("placement", [(), ("trainer.strategy=mirrored", "trainer.cpu_replicas=2")],
+                         ids=["one-device", "mirrored"])
+def test_a_run_killed_after_epoch_2_of_4_resumes_to_exactly_the_uninterrupted_metrics(project, placement):
+    command = (*COMMAND, *placement, "run_name=resumed")
     killed = _kill_when(project, command, signal.SIGKILL, lambda epoch, done: epoch >= 2)
     (run,) = project.runs()
     assert run.info.status == "RUNNING"  # nobody could end it
@@ -169,7 +171,7 @@ def test_a_run_killed_after_epoch_2_of_4_resumes_to_exactly_the_uninterrupted_me
     assert run.data.tags["ocrexp.resumed_at_epoch"] == str(saved + 1)
     assert not list(project.root.glob("checkpoints/*/"))  # removed when the run finished
 
-    project.run(*COMMAND, "run_name=uninterrupted")
+    project.run(*COMMAND, *placement, "run_name=uninterrupted")
     resumed, whole = sorted(project.runs(), key=lambda r: r.info.run_name != "resumed")
     assert _history(project, resumed.info.run_id) == _history(project, whole.info.run_id)
     assert all(len(v) == 4 for v in _history(project, resumed.info.run_id).values())  # each epoch once

@@ -110,7 +110,9 @@ def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None, *,
             report = evaluate_and_log(cfg, run, history, tracker)
         slot.finish()
     except BaseException as exc:
-        if is_pruned(exc):  # a pruned trial is over: nothing to resume
+        # Over for good: a pruned trial, and a trial that failed (the sweeper retries only trials
+        # whose worker died or was interrupted). A single run keeps its checkpoint to rerun after a fix.
+        if is_pruned(exc) or (trial is not None and not isinstance(exc, KeyboardInterrupt)):
             slot.finish()
         raise
     finally:
