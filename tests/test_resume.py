@@ -197,16 +197,29 @@ def test_sigterm_mid_training_ends_killed_and_ocrexp_resume_finishes_the_same_ru
         f"`ocrexp reproduce {run.info.run_id}` trains its config anew.")
 
 
+def _logging_a_model(project: Project) -> bool:
+    """Whether a run of the project has begun logging a model (MLflow creates it PENDING first)."""
+    exp = project.client().get_experiment_by_name("ocrexp")
+    return exp is not None and bool(project.client().search_logged_models([exp.experiment_id], max_results=1))
+
+
 @pytest.mark.slow
-def test_a_run_killed_after_training_resumes_at_the_test_evaluation_and_logs_the_model(project):
+@pytest.mark.parametrize("moment", ["after training", "during model logging"])
+def test_a_run_killed_after_training_resumes_at_the_test_evaluation_and_logs_the_model_once(project, moment):
     command = (*COMMAND[:-2], "trainer.epochs=2")
-    _kill_when(project, command, signal.SIGKILL, lambda epoch, done: epoch == 2 and done)
+    if moment == "after training":  # as soon as the last epoch is saved: test evaluation or plots
+        _kill_when(project, command, signal.SIGKILL, lambda epoch, done: epoch == 2 and done)
+    else:
+        _kill_when(project, command, signal.SIGKILL, lambda epoch, done: done and _logging_a_model(project))
     again = project.run(*command)
     (run,) = project.runs()
     assert f"resuming run {run.info.run_id} at the test evaluation" in again.stdout
     assert "Epoch " not in again.stdout
     assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
     assert run.data.tags["ocrexp.model_uri"] == f"runs:/{run.info.run_id}/model"
+    exp = project.client().get_experiment_by_name("ocrexp").experiment_id
+    models = project.client().search_logged_models([exp], filter_string=f"source_run_id = '{run.info.run_id}'")
+    assert sorted((m.name, m.status.name) for m in models) == [("model", "READY"), ("reader", "READY")]
 
 
 @pytest.mark.slow

@@ -124,6 +124,11 @@ class RunTracker:
             return None
         if "ocrexp.error" in run.data.tags:  # the interruption's reason no longer describes the run
             self.client.delete_tag(run.info.run_id, "ocrexp.error")
+        # Models are logged after the last epoch: any the run has were cut short by the interruption
+        # (or precede it) and are logged again, whole, when this run ends.
+        for model in self.client.search_logged_models([self.experiment_id],
+                                                      filter_string=f"source_run_id = '{run.info.run_id}'"):
+            self.client.delete_logged_model(model.model_id)
         from mlflow.entities import RunTag
 
         self.client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if k != NOTE_TAG])
