@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from ocrexp.data.pipeline import make_dataset, split
+from ocrexp.data.pipeline import EpochStream, make_dataset, split
 
 
 def test_validation_split_is_deterministic_from_the_seed_and_disjoint(mnist):
@@ -24,11 +25,16 @@ def test_test_set_is_never_shuffled_or_mixed_in(mnist):
     assert len(s.x_train) + len(s.x_val) == 60000
 
 
-def test_stream_is_scaled_one_hot_and_batched(mnist):
+@pytest.mark.parametrize("training", [True, False], ids=["training stream", "validation dataset"])
+def test_streams_are_scaled_one_hot_and_batched(mnist, training):
     s = split(mnist, 0.2, seed=0, limit_train=300)
-    ds = make_dataset(s.x_train, s.y_train, batch_size=64, num_classes=10, scale=255.0, shuffle_seed=0)
+    common = dict(batch_size=64, num_classes=10, scale=255.0)
+    ds = EpochStream(s.x_train, s.y_train, seed=0, **common).dataset if training else \
+        make_dataset(s.x_train, s.y_train, **common)
     x, y = next(iter(ds))
     assert x.shape == (64, 28, 28, 1) and x.dtype.name == "float32"
     assert 0.0 <= float(x.numpy().min()) and float(x.numpy().max()) <= 1.0
     assert y.shape == (64, 10) and np.allclose(y.numpy().sum(axis=1), 1)
     assert sum(int(b[0].shape[0]) for b in ds) == len(s.x_train)
+    if training:  # Keras knows the epoch's length before the first pass (a progress bar with a total)
+        assert int(ds.cardinality()) == -(-len(s.x_train) // 64)
