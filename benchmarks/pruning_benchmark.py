@@ -36,6 +36,11 @@ VARIANTS = {  # name -> the overrides that select its pruning
                            "hydra.sweeper.pruner={name: successive_halving, min_resource: 1, reduction_factor: 3}"],
     "successive_halving_4": ["hparams_search=cnn_optuna",
                              "hydra.sweeper.pruner={name: successive_halving, min_resource: 1, reduction_factor: 4}"],
+    "successive_halving_5": ["hparams_search=cnn_optuna",
+                             "hydra.sweeper.pruner={name: successive_halving, min_resource: 1, reduction_factor: 5}"],
+    # Every epoch, a trial goes on only while its best so far is in the top third of the trials at that epoch.
+    "top_third": ["hparams_search=cnn_optuna", "hydra.sweeper.pruner={_target_: optuna.pruners.PercentilePruner, "
+                  "percentile: 33.3, n_startup_trials: 2, n_warmup_steps: 0}"],
 }
 
 
@@ -85,13 +90,17 @@ def main() -> None:
     parser.add_argument("--limit-train", type=int, default=2000,
                         help="training images, a fifth of them validation (more: a steadier ranking, slower)")
     parser.add_argument("--root", type=Path, default=REPO / "mlruns" / "pruning-benchmark")
+    parser.add_argument("--reuse-unpruned", type=Path, default=None,
+                        help="summary.json of an earlier run with the same settings: take its unpruned sweep")
     args = parser.parse_args()
     args.root = args.root.resolve()
     args.root.mkdir(parents=True, exist_ok=True)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []
-    for variant in ["unpruned", *args.pruners.split(",")]:
+    if args.reuse_unpruned:  # the unpruned sweep of an earlier run with the same settings
+        rows.append(json.loads(args.reuse_unpruned.read_text())["runs"][0])
+    for variant in ([] if rows else ["unpruned"]) + args.pruners.split(","):
         study = f"bench-{variant}-{stamp}"
         rows.append({"run": variant, **summarize(args, study, run_sweep(args, variant, study))})
 

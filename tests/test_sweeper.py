@@ -200,6 +200,24 @@ def test_the_pruner_stops_losing_trials_after_a_reported_step(app, tmp_path):
     assert " PRUNED in " in out
 
 
+def test_a_trial_is_never_pruned_after_its_last_epoch_and_a_resumed_one_replays_earlier_epochs(tmp_path):
+    import optuna
+
+    from ocrexp.pruning import TrialReporter, open_storage
+    from ocrexp.sweep_protocol import PRUNER_ATTR
+
+    url = str(tmp_path / "study.journal")
+    study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize")
+    study.set_user_attr(PRUNER_ATTR, {"_target_": "optuna.pruners.ThresholdPruner", "lower": 1.0})  # prunes all
+    trial = study.ask()
+    reporter = TrialReporter(url, "s", trial._trial_id)
+    reporter.replay([0.2, 0.5, 0.4])  # what an earlier attempt trained: reported as best so far, never pruned
+    reporter.report(4, 0.6, last=True)  # the final epoch: the trial completes
+    with pytest.raises(optuna.TrialPruned, match="pruned after epoch 3"):
+        TrialReporter(url, "s", study.ask()._trial_id).report(3, 0.9)
+    assert study.trials[0].intermediate_values == {1: 0.2, 2: 0.5, 3: 0.5, 4: 0.6}
+
+
 def test_the_shipped_hyperband_config_prunes_most_trials_early(app, tmp_path):
     shipped = compose("hparams_search=cnn_optuna_hyperband", hydra=True).hydra.sweeper.pruner
     spec = "{" + ", ".join(f"{k}: {v}" for k, v in shipped.items()) + "}"

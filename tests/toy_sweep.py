@@ -70,7 +70,7 @@ def main(cfg) -> float:
         time.sleep(cfg.sleep)
         value = base + cfg.x * step / cfg.steps + 0.01 * cfg.y
         if reporter is not None:
-            reporter.report(step, value)
+            reporter.report(step, value, last=step == cfg.steps)
     with open(os.environ["EVENTS_FILE"], "a") as f:
         f.write(json.dumps({"number": number, "pid": os.getpid(), "start": start, "end": time.time(),
                             "released": released}) + "\\n")

@@ -80,7 +80,8 @@ def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker, slot)
     best = BestWeights(t.checkpoint.monitor) if t.checkpoint.monitor else None
     if best is not None and resumed is not None:
         restore_best(best, trainee, resumed)
-    pruning = pruning_callback_from_env(config.optimized_metrics(cfg)[0], progress.history)
+    pruning = pruning_callback_from_env(config.optimized_metrics(cfg)[0], progress.history,
+                                        last_epoch=sum(p.epochs for p in phases(cfg)))
     verbose = keras_verbosity(t.verbose)
     started, cpu_started = time.perf_counter(), time.process_time()
     base_wall, base_cpu = progress.train_time_s, progress.train_cpu_s

@@ -132,8 +132,10 @@ class TrialReporter:
         if self.best is None or (value > self.best if self.maximize else value < self.best):
             self.best = value
 
-    def report(self, step: int, value: float) -> None:
-        """Record ``value`` after ``step`` epochs; raise ``optuna.TrialPruned`` if the pruner says so."""
+    def report(self, step: int, value: float, last: bool = False) -> None:
+        """Record ``value`` after ``step`` epochs; raise ``optuna.TrialPruned`` if the pruner says so.
+        ``last``: the trial's final epoch: its training is done, so it completes whatever the pruner
+        would say (pruning it now saves nothing and throws a finished result away)."""
         import optuna
 
         value = float(value)
@@ -141,7 +143,7 @@ class TrialReporter:
             return  # a NaN loss is the training loop's failure to report, not a pruning signal
         self._keep_best(value)
         self.trial.report(self.best, step)
-        if self.trial.should_prune():
+        if not last and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {step}: best {self.monitor} {self.best:.4f}")
 
 
@@ -165,16 +167,18 @@ def trial_reporter_from_env(monitor: str = "val_accuracy") -> TrialReporter | No
     return reporter
 
 
-def pruning_callback_from_env(monitor: str = "val_accuracy", history: Mapping[str, list[float]] | None = None):
+def pruning_callback_from_env(monitor: str = "val_accuracy", history: Mapping[str, list[float]] | None = None,
+                              last_epoch: int | None = None):
     """A Keras callback that reports ``monitor`` to this job's Optuna trial after every epoch and
     raises ``optuna.TrialPruned`` when the study's pruner stops it; None outside an Optuna sweep.
-    ``history``: the epochs a resumed checkpoint already trained, reported first (once each)."""
+    ``history``: the epochs a resumed checkpoint already trained, reported first (once each).
+    ``last_epoch``: the run's final epoch, after which the trial is never pruned."""
     reporter = trial_reporter_from_env(monitor)
     if reporter is None:
         return None
     if history and history.get(monitor):
         reporter.replay(history[monitor])
-    return _keras_callback_class()(reporter)
+    return _keras_callback_class()(reporter, last_epoch)
 
 
 @cache
@@ -184,9 +188,9 @@ def _keras_callback_class():
     class OptunaPruning(keras.callbacks.Callback):
         """Keras side of ``TrialReporter``."""
 
-        def __init__(self, reporter: TrialReporter):
+        def __init__(self, reporter: TrialReporter, last_epoch: int | None = None):
             super().__init__()
-            self.reporter = reporter
+            self.reporter, self.last_epoch = reporter, last_epoch
             self._warned = False
 
         def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
@@ -197,6 +201,6 @@ def _keras_callback_class():
                                 ", ".join(sorted(logs or {})) or "nothing")
                     self._warned = True
                 return
-            self.reporter.report(epoch + 1, value)
+            self.reporter.report(epoch + 1, value, last=epoch + 1 == self.last_epoch)
 
     return OptunaPruning
