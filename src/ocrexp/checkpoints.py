@@ -227,15 +227,6 @@ def _belongs(progress: Progress, study: str | None, retry_of: int | None) -> boo
     return True
 
 
-def find(checkpoint_dir: Path, run_id: str) -> Path | None:
-    """The folder holding ``run_id``'s checkpoint, if one is left."""
-    for state in sorted(Path(checkpoint_dir).glob(f"*/{STATE}")):
-        found = read_state(state)
-        if found is not None and found.progress.run_id == run_id:
-            return state.parent
-    return None
-
-
 def held_by(folder: Path) -> int | None:
     """The pid of the live process that holds ``folder``, or None when no process does."""
     fd = _try_lock(folder) if folder.is_dir() else None
