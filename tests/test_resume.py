@@ -270,3 +270,13 @@ def test_the_checkpoint_folder_config_composes_back_to_the_same_key(tmp_path):
     back = OmegaConf.merge(OmegaConf.structured(OcrexpConf), OmegaConf.load(slot.folder / checkpoints.CONFIG))
     assert checkpoints.config_key(back) == checkpoints.config_key(cfg)
     slot.release()
+
+
+def test_the_resume_line_says_where_training_goes_on(tmp_path):
+    from ocrexp.train import resume_line
+
+    cfg = _cfg(tmp_path, "trainer.epochs=4")
+    line = resume_line(cfg, checkpoints.Progress(epoch=2, run_id="abc"), tmp_path)
+    assert line == f"resuming run abc at epoch 3 of 4 from its checkpoint {tmp_path}"
+    stopped_early = checkpoints.Progress(epoch=2, phase_done=True, run_id="abc")  # early stopping ended it
+    assert " at the test evaluation " in resume_line(cfg, stopped_early, tmp_path)

@@ -136,11 +136,11 @@ def claim_checkpoint(cfg: DictConfig, folder: Path | None = None):
 def resume_line(cfg: DictConfig, progress, folder: Path) -> str:
     from ocrexp.fitting import phases
 
-    total = sum(p.epochs for p in phases(cfg))
-    where = f"epoch {progress.epoch + 1} of {total}" if progress.epoch < total else "the test evaluation"
+    plan = phases(cfg)
+    trained = progress.phase_done and progress.phase == len(plan) - 1  # early stopping may end it sooner
+    where = "the test evaluation" if trained else f"epoch {progress.epoch + 1} of {sum(p.epochs for p in plan)}"
     run = f"run {progress.run_id}" if progress.run_id else "the run"
     return f"resuming {run} at {where} from its checkpoint {folder}"
-
 
 
 def train(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> float | list[float]:
