@@ -112,6 +112,7 @@ class RunTracker:
 
     def _continued(self, tags: dict[str, str]) -> str | None:
         """The interrupted run this one resumes, now owned by this process; None when it is gone."""
+        from mlflow.entities import RunTag
         from mlflow.exceptions import MlflowException
 
         if not self.continue_run:
@@ -129,8 +130,6 @@ class RunTracker:
         for model in self.client.search_logged_models([self.experiment_id],
                                                       filter_string=f"source_run_id = '{run.info.run_id}'"):
             self.client.delete_logged_model(model.model_id)
-        from mlflow.entities import RunTag
-
         self.client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if k != NOTE_TAG])
         return run.info.run_id
 
