@@ -210,3 +210,24 @@ def test_eval_of_an_alias_records_a_run_with_its_evaluation_input_and_a_note(cha
     assert (f"models:/digits@champion on mnist (200 test images): test accuracy "
             f"{run.data.metrics['test_accuracy']:.2%}. Rerun: "
             "`ocrexp-eval model_uri=models:/digits@champion dataset.limit_test=200`.") in note
+
+
+def test_logging_a_model_skips_the_requirements_check_only_while_it_logs(monkeypatch):
+    from mlflow.models import Model
+    from mlflow.utils import environment
+
+    from ocrexp.tracking import logged_models
+
+    check = environment.warn_dependency_requirement_mismatches
+    seen = {}
+
+    def failing_log(artifact_path, name, flavor, **kwargs):
+        seen.update(check=environment.warn_dependency_requirement_mismatches, kwargs=kwargs, flavor=flavor.__name__)
+        raise RuntimeError("store gone")
+
+    monkeypatch.setattr(Model, "log", failing_log)
+    with pytest.raises(RuntimeError, match="store gone"):
+        logged_models.log(__import__("mlflow").tensorflow, "model", pip_requirements=["x==1"])
+    assert seen["check"] is not check and seen["check"](["x==1"]) is None
+    assert seen["kwargs"]["validate_serving_input"] is False and seen["flavor"] == "mlflow.tensorflow"
+    assert environment.warn_dependency_requirement_mismatches is check  # put back despite the error

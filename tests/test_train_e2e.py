@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,11 +62,34 @@ def test_logged_model_loads_with_signature_and_predicts(trained, mnist):
         finally:
             mlflow.set_tracking_uri(None)
     assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 28, 28, 1)
+    assert info.signature.outputs.to_dict()[0]["tensor-spec"] == {"dtype": "float32", "shape": (-1, 10)}
     from ocrexp.models.io import load_model
 
     model = load_model(f"runs:/{run_id}/model", project.tracking_uri)
     probs = model.predict(mnist.x_test[:200].astype("float32") / 255, verbose=0)
     assert probs.shape == (200, 10) and np.mean(probs.argmax(1) == mnist.y_test[:200]) > 0.6
+
+
+@pytest.mark.parametrize("name", ["model", "reader"])
+def test_logged_models_serve_their_input_example_and_pin_this_environment(trained, name):
+    """Runs skip MLflow's serving-input check when they log (ocrexp.tracking.logged_models): this
+    test makes it, with MLflow's own function, on what a run logged."""
+    from importlib.metadata import version
+
+    import mlflow
+    from mlflow.models import validate_serving_input
+
+    project, run_id = trained
+    with mlflow_env_kept():
+        mlflow.set_tracking_uri(project.tracking_uri)
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{name}"))
+            predictions = validate_serving_input(str(local), (local / "serving_input_example.json").read_text())
+        finally:
+            mlflow.set_tracking_uri(None)
+    assert len(predictions) == (4 if name == "model" else 1)
+    requirements = (local / "requirements.txt").read_text().split()
+    assert f"tensorflow=={version('tensorflow')}" in requirements and f"mlflow=={version('mlflow')}" in requirements
 
 
 def test_eval_records_a_linked_run(trained):

@@ -12,7 +12,8 @@ import numpy as np
 
 def test_report(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
     """Accuracy, cross-entropy and per-image predictions of ``model`` on scaled images ``x``."""
-    probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    outputs = model.predict(x, batch_size=batch_size, verbose=0)
+    probs = np.asarray(outputs, dtype=np.float64)
     y_pred = probs.argmax(axis=1)
     p_true = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
     return {
@@ -21,6 +22,7 @@ def test_report(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> d
         "y_true": y,
         "y_pred": y_pred,
         "confidence": probs.max(axis=1),
+        "outputs": outputs,  # as the model gave them (dtype included): its logged signature's example
     }
 
 

@@ -163,7 +163,7 @@ def evaluate_and_log(cfg: DictConfig, run: Prepared, history, tracker) -> dict[s
 
         tracker.log_figure(lambda: plots.learning_curves(history), "plots/learning_curves.png")
     if cfg.tracking.log_model:
-        tracker.log_model(run.model, scale_images(splits.x_test[:4], cfg.dataset.scale),
+        tracker.log_model(run.model, scale_images(splits.x_test[:4], cfg.dataset.scale), report["outputs"][:4],
                           class_names=list(class_names), pixel_scale=cfg.dataset.scale)
     return report
 

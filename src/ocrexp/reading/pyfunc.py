@@ -93,13 +93,15 @@ def log_reader(keras_model, name: str = "reader", *, class_names: Sequence[str] 
     ``pixel_scale`` is what the model's training pipeline divided uint8 pixels by, and
     ``class_names`` label its outputs (default ``"0"`` .. ``"9"``). Returns MLflow's ``ModelInfo``.
     """
+    from ocrexp.tracking import logged_models
+
     config = {"pixel_scale": float(pixel_scale), "batch_size": int(batch_size),
               "class_names": list(class_names) if class_names else None}
     with tempfile.TemporaryDirectory(prefix="ocrexp-reader-") as tmp:
         model_file = Path(tmp) / "digits.keras"
         keras_model.save(model_file)
-        return mlflow.pyfunc.log_model(
-            name=name,
+        return logged_models.log(
+            mlflow.pyfunc, name,
             python_model=str(Path(__file__).with_name("served_model.py")),
             artifacts={KERAS_ARTIFACT: str(model_file)},
             code_paths=[str(_package_copy(Path(tmp)))],

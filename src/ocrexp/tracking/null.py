@@ -46,7 +46,8 @@ class NullTracker:
     def log_evaluation_dataset(self, data, labels) -> None:
         pass
 
-    def log_model(self, model, input_example, *, class_names=None, pixel_scale: float = 255.0) -> str | None:
+    def log_model(self, model, input_example, output_example=None, *, class_names=None,
+                  pixel_scale: float = 255.0) -> str | None:
         return None
 
     def keras_callback(self):

@@ -300,19 +300,24 @@ class RunTracker:
         self.client.log_inputs(self.run_id, datasets=[dataset_input(data, EVALUATION, "test", labels)])
         self._inputs[EVALUATION] = (data.name, len(labels))
 
-    def log_model(self, model, input_example, *, class_names=None, pixel_scale: float = 255.0) -> str:
-        """The Keras model (``model/``) with signature and input example, and the number reader
+    def log_model(self, model, input_example, output_example=None, *, class_names=None,
+                  pixel_scale: float = 255.0) -> str:
+        """The Keras model (``model/``) with signature and input example (``output_example``: the
+        model's outputs for it, when already at hand; predicted otherwise), and the number reader
         (``reader/``); with ``tracking.register_as=NAME`` both are registered (as NAME and
         NAME-reader). Returns the Keras model's URI."""
         import mlflow
         from mlflow.models import infer_signature
 
         from ocrexp.reading.pyfunc import log_reader, pip_requirements
+        from ocrexp.tracking import logged_models
 
-        signature = infer_signature(input_example, model.predict(input_example, verbose=0))
-        with _keras_progress_bars_off():  # MLflow checks the input example with a verbose predict()
-            info = mlflow.tensorflow.log_model(model, name="model", signature=signature,
-                                               input_example=input_example, pip_requirements=pip_requirements())
+        if output_example is None:
+            output_example = model.predict(input_example, verbose=0)
+        signature = infer_signature(input_example, output_example)
+        with _keras_progress_bars_off():  # keep any Keras progress output of MLflow's off the terminal
+            info = logged_models.log(mlflow.tensorflow, "model", model=model, signature=signature,
+                                     input_example=input_example, pip_requirements=pip_requirements())
             self.set_tags({"ocrexp.model_uri": f"runs:/{self.run_id}/model"})
             reader = log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale)
         name = self.cfg.tracking.get("register_as")

@@ -1,0 +1,59 @@
+"""Logging MLflow models without the checks that cost a run seconds and cannot fail for ours.
+
+``mlflow.<flavor>.log_model`` does two things beyond saving and uploading the model:
+
+- it loads the saved model back and predicts its input example (the "serving input" check,
+  ≈0.7 s for the Keras model, ≈0.3 s for the reader); ocrexp's tests serve both models for real
+  instead, so each run need not;
+- it checks that this environment satisfies the model's pip requirements, which first maps every
+  installed distribution to its modules (≈1 s per process); ocrexp pins the requirements from this
+  very environment (``ocrexp.reading.pyfunc.pip_requirements``), so they are satisfied by
+  construction.
+
+``log(flavor, ...)`` is ``mlflow.models.Model.log``, MLflow's own path for every flavor's
+``log_model``, with both turned off. What is logged (MLmodel, signature, input example, serving
+input example, requirements, artifacts) is the same.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+
+class _Unchecked:
+    """``flavor`` as ``Model.log`` wants it, minus the ``validate_serving_input`` switch, which
+    ``Model.log`` reads from its keyword arguments and then forwards to the flavor's ``save_model``
+    (which rejects it)."""
+
+    def __init__(self, flavor):
+        self._flavor = flavor
+        self.__name__ = flavor.__name__  # the logged model's flavor name
+
+    def save_model(self, *args, validate_serving_input: bool = True, **kwargs):
+        return self._flavor.save_model(*args, **kwargs)
+
+
+def log(flavor, name: str, **kwargs: Any):
+    """Log a model of ``flavor`` (``mlflow.tensorflow``, ``mlflow.pyfunc``...) into the active run
+    as ``name``; ``kwargs`` are the flavor's ``log_model`` arguments. Returns MLflow's ``ModelInfo``."""
+    from mlflow.models import Model
+
+    with _requirements_trusted():
+        return Model.log(artifact_path=None, name=name, flavor=_Unchecked(flavor), validate_serving_input=False, **kwargs)
+
+
+@contextmanager
+def _requirements_trusted():
+    """Skip MLflow's check of the pip requirements against this environment, while logging."""
+    from mlflow.utils import environment
+
+    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if check is None:  # a later MLflow without the check: nothing to skip
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = check
