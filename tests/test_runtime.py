@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import pytest
 
-from ocrexp import runtime
+from ocrexp import runtime, train
 from ocrexp.config import compose
 
 
@@ -25,7 +25,8 @@ def test_mixed_precision_on_cpu_is_bfloat16_where_the_cpu_has_it_and_the_next_ru
         expected = "mixed_bfloat16" if runtime.cpu_has_bfloat16() else "float32"
         assert keras.mixed_precision.global_policy().name == expected
         assert ("ignored on this CPU" in capsys.readouterr().err) is (expected == "float32")
+        assert train._precision() == ("" if expected == "float32" else ", mixed_bfloat16")  # on the header line
         runtime.configure(compose("trainer.device=cpu").trainer, 0)  # a sweep worker's next trial
-        assert keras.mixed_precision.global_policy().name == "float32"
+        assert keras.mixed_precision.global_policy().name == "float32" and train._precision() == ""
     finally:
         keras.mixed_precision.set_global_policy("float32")

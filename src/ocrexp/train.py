@@ -197,7 +197,15 @@ def header(cfg: DictConfig, run: Prepared) -> str:
     return (f"{run_name(cfg)}: {run.model.name} ({run.model.count_params():,} params) on {run.data.name} "
             f"({len(s.x_train):,} train / {len(s.x_val):,} val / {len(s.x_test):,} test images), "
             f"{cfg.trainer.epochs} epoch{'s' if cfg.trainer.epochs != 1 else ''}, {run.device}"
-            + (f", {run.replicas} replicas" if run.replicas > 1 else ""))
+            + (f", {run.replicas} replicas" if run.replicas > 1 else "") + _precision())
+
+
+def _precision() -> str:
+    """``, mixed_bfloat16`` (or ``mixed_float16``) when the run computes in lower precision."""
+    import keras
+
+    policy = keras.mixed_precision.global_policy().name
+    return "" if policy == "float32" else f", {policy}"
 
 
 def print_summary(report: Mapping[str, Any], tracker) -> None:
