@@ -45,6 +45,16 @@ def test_the_console_shows_ocrexp_lines_and_warnings_and_hides_library_info(monk
     assert shown(record("hydra.core.utils"))
 
 
+def test_tensorflows_retracing_warning_of_a_sweep_worker_stays_off_the_console(monkeypatch):
+    monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    retraced = logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, "5 out of the last 9 calls to "
+                                 "<function f> triggered tf.function retracing. Tracing is expensive", None, None)
+    assert not console.ConsoleFilter().filter(retraced)
+    assert console.ConsoleFilter().filter(record("tensorflow", logging.WARNING))  # other warnings still show
+    monkeypatch.setenv(console.VERBOSE_ENV, "1")
+    assert console.ConsoleFilter().filter(retraced)
+
+
 def test_inside_a_trial_the_runs_own_lines_stay_in_its_log_file(monkeypatch):
     monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
     for name, value in ((ENV_STORAGE, "s.journal"), (ENV_STUDY, "study"), (ENV_TRIAL_ID, "3")):

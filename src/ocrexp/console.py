@@ -54,6 +54,15 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
+# Warnings that describe how ocrexp works rather than anything to act on: a sweep worker builds a
+# new model (and so new tf.functions) for every trial, which TensorFlow reports as retracing.
+_EXPECTED_WARNINGS = (("tensorflow", "triggered tf.function retracing"),)
+
+
+def _expected(record: logging.LogRecord) -> bool:
+    return any(record.name == name and text in record.getMessage() for name, text in _EXPECTED_WARNINGS)
+
+
 def _own(name: str) -> bool:
     return any(name == own or name.startswith(own + ".") for own in OWN_LOGGERS)
 
@@ -63,8 +72,10 @@ class ConsoleFilter(logging.Filter):
     own lines stay in the trial's log file, so the sweep's terminal shows one line per trial."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING or verbose():
+        if verbose():
             return True
+        if record.levelno >= logging.WARNING:
+            return not _expected(record)
         if not _own(record.name):
             return False
         return record.name.startswith("hydra_plugins.") or TrialJob.from_env() is None
