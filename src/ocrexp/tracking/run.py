@@ -15,7 +15,6 @@ import os
 import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -315,11 +314,10 @@ class RunTracker:
         if output_example is None:
             output_example = model.predict(input_example, verbose=0)
         signature = infer_signature(input_example, output_example)
-        with _keras_progress_bars_off():  # keep any Keras progress output of MLflow's off the terminal
-            info = logged_models.log(mlflow.tensorflow, "model", model=model, signature=signature,
-                                     input_example=input_example, pip_requirements=pip_requirements())
-            self.set_tags({"ocrexp.model_uri": f"runs:/{self.run_id}/model"})
-            reader = log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale)
+        info = logged_models.log(mlflow.tensorflow, "model", model=model, signature=signature,
+                                 input_example=input_example, pip_requirements=pip_requirements())
+        self.set_tags({"ocrexp.model_uri": f"runs:/{self.run_id}/model"})
+        reader = log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale)
         name = self.cfg.tracking.get("register_as")
         if name:
             self.set_tags({"ocrexp.registered_model": self._register(name, info),
@@ -396,20 +394,6 @@ def _check_registered_name(name: Any) -> None:
     if name is not None and (not isinstance(name, str) or not name.strip() or any(c in name for c in "/:@")):
         raise ConfigError(f"tracking.register_as={name!r} is not allowed: use a name without '/', ':' or '@', "
                           "such as digits, or null to register nothing.")
-
-
-@contextmanager
-def _keras_progress_bars_off():
-    """Keras' progress output goes to the log instead of the terminal inside this block."""
-    from keras import utils
-
-    was_on = utils.is_interactive_logging_enabled()
-    utils.disable_interactive_logging()
-    try:
-        yield
-    finally:
-        if was_on:
-            utils.enable_interactive_logging()
 
 
 def _logged_overrides() -> list[str] | None:
