@@ -40,7 +40,8 @@ def log(flavor, name: str, **kwargs: Any):
     from mlflow.models import Model
 
     with _requirements_trusted():
-        return Model.log(artifact_path=None, name=name, flavor=_Unchecked(flavor), validate_serving_input=False, **kwargs)
+        return Model.log(artifact_path=None, name=name, flavor=_Unchecked(flavor), validate_serving_input=False,
+                         **kwargs)
 
 
 @contextmanager
