@@ -213,6 +213,7 @@ def test_eval_of_an_alias_records_a_run_with_its_evaluation_input_and_a_note(cha
 
 
 def test_logging_a_model_skips_the_requirements_check_only_while_it_logs(monkeypatch):
+    import mlflow
     from mlflow.models import Model
     from mlflow.utils import environment
 
@@ -227,7 +228,7 @@ def test_logging_a_model_skips_the_requirements_check_only_while_it_logs(monkeyp
 
     monkeypatch.setattr(Model, "log", failing_log)
     with pytest.raises(RuntimeError, match="store gone"):
-        logged_models.log(__import__("mlflow").tensorflow, "model", pip_requirements=["x==1"])
+        logged_models.log(mlflow.tensorflow, "model", pip_requirements=["x==1"])
     assert seen["check"] is not check and seen["check"](["x==1"]) is None
     assert seen["kwargs"]["validate_serving_input"] is False and seen["flavor"] == "mlflow.tensorflow"
     assert environment.warn_dependency_requirement_mismatches is check  # put back despite the error
