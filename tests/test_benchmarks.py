@@ -25,3 +25,17 @@ def test_run_overhead_benchmark_prints_both_sides(mnist):
     proc = subprocess.run([sys.executable, str(script), "--repeats", "1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "bare keras" in proc.stdout and "ocrexp-train costs" in proc.stdout
+
+
+@pytest.mark.slow
+def test_gpu_recipes_benchmark_prepares_and_runs_a_recipe_on_this_backend(mnist, tmp_path):
+    script = next(p for p in SCRIPTS if p.stem == "gpu_recipes")
+    prepared = subprocess.run([sys.executable, str(script), "prepare", str(tmp_path)], capture_output=True, text=True,
+                              timeout=120)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    proc = subprocess.run([sys.executable, str(script), "run", str(tmp_path), "--recipes", "speedrun", "--policies",
+                           "float32", "--epochs", "2", "--limit-train", "3000", "--target", "0.5"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("speedrun   float32        seed 0:")]
+    assert "to 50.0%: not reached" not in line and "images/s" in line  # 2 epochs of 3,000 images reach 50 %

@@ -90,6 +90,7 @@ def test_out_of_range_values_name_the_key(override, key):
     (["+model.block_dropout=[0.1,1.5]"], "model.block_dropout.1=1.5 is not allowed: use a rate in [0, 1)."),
     (["schedule=plateau", "schedule.factor=[0.5,2.0]"], "schedule.factor.1=2.0 is not allowed: use a multiplier in (0, 1)."),
     (["model.conv1_filters=0"], "model.conv1_filters=0 is not allowed: use a positive integer."),
+    (["trainer.mixed_precision=yes"], "trainer.mixed_precision='yes' is not allowed: use true, false or auto."),
 ])
 def test_items_of_list_and_dict_settings_are_range_checked_like_scalars(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -9,7 +9,8 @@ run's ``seed``, so a run's augmented stream is reproducible.
 Besides Keras' own layers, recipes can use two of ours (below): ``RandomAffine``, ImageDataGenerator's
 rotation/shift/zoom/shear in its own units with a single interpolation, and ``ElasticDistortion``
 (Keras' ``RandomElasticTransform`` draws the same noise for both axes and loops over the batch).
-This module is imported only by training, so it imports TensorFlow at the top.
+``RandomAffine`` is written in ``keras.ops``, so it runs on any Keras backend; ``ElasticDistortion``
+needs TensorFlow and imports it when it runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 
 def build(layers: Sequence[Any] = (), seed: int | None = None, name: str = "augmentation"):
@@ -100,31 +100,32 @@ class RandomAffine(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def _uniform(self, n, bounds: tuple[float, float]):
-        return keras.random.uniform(tf.reshape(n, [1]), bounds[0], bounds[1], seed=self.seed_generator)
+        return keras.random.uniform((n,), bounds[0], bounds[1], seed=self.seed_generator)
 
     def call(self, images, training=True):
         if not training:
             return images
-        images = tf.convert_to_tensor(images)
-        n = tf.shape(images)[0]
-        h, w = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+        ops = keras.ops  # backend-neutral: the same layer trains under TensorFlow, JAX or PyTorch
+        images = ops.convert_to_tensor(images)
+        n = ops.shape(images)[0]
+        h, w = float(images.shape[1]), float(images.shape[2])
         theta = self._uniform(n, _range(self.rotation_range)) * (math.pi / 180)
         shear = self._uniform(n, _range(self.shear_range)) * (math.pi / 180)
         tx = self._uniform(n, _range(self.width_shift_range)) * w
         ty = self._uniform(n, _range(self.height_shift_range)) * h
         zx, zy = self._uniform(n, tuple(self.zoom_range)), self._uniform(n, tuple(self.zoom_range))
         # Output pixel p reads input pixel M (p - c) + c + t, with M = rotation . shear . zoom.
-        cos, sin = tf.cos(theta), tf.sin(theta)
-        m00, m01 = cos * zx, (-sin * tf.cos(shear) - cos * tf.sin(shear)) * zy
-        m10, m11 = sin * zx, (cos * tf.cos(shear) - sin * tf.sin(shear)) * zy
+        cos, sin = ops.cos(theta), ops.sin(theta)
+        m00, m01 = cos * zx, (-sin * ops.cos(shear) - cos * ops.sin(shear)) * zy
+        m10, m11 = sin * zx, (cos * ops.cos(shear) - sin * ops.sin(shear)) * zy
         cx, cy = (w - 1) / 2, (h - 1) / 2
         ox = cx - m00 * cx - m01 * cy + tx
         oy = cy - m10 * cx - m11 * cy + ty
-        zeros = tf.zeros_like(theta)
-        transforms = tf.stack([m00, m01, ox, m10, m11, oy, zeros, zeros], axis=1)
-        out = keras.ops.image.affine_transform(tf.cast(images, tf.float32), transforms, interpolation="bilinear",
-                                               fill_mode="constant", fill_value=self.fill_value)
-        return tf.cast(out, images.dtype)
+        zeros = ops.zeros_like(theta)
+        transforms = ops.stack([m00, m01, ox, m10, m11, oy, zeros, zeros], axis=1)
+        out = ops.image.affine_transform(ops.cast(images, "float32"), transforms, interpolation="bilinear",
+                                         fill_mode="constant", fill_value=self.fill_value)
+        return ops.cast(out, images.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -158,6 +159,8 @@ class ElasticDistortion(keras.layers.Layer):
     def call(self, images, training=True):
         if not training:
             return images
+        import tensorflow as tf
+
         images = tf.convert_to_tensor(images)
         b, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
         field = keras.random.uniform(tf.stack([b, h, w, 2]), -1.0, 1.0, seed=self.seed_generator)
@@ -183,6 +186,8 @@ class ElasticDistortion(keras.layers.Layer):
 
 def _bilinear(images, y, x, fill_value: float):
     """Sample ``images`` (B, H, W, C) at float positions ``y``, ``x`` (B, H, W)."""
+    import tensorflow as tf
+
     shape = tf.shape(images)
     b, h, w, c = shape[0], shape[1], shape[2], shape[3]
     # One ring of fill_value around the image: neighbours outside it read the fill.

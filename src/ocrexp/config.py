@@ -77,7 +77,7 @@ class TrainerConf:
     epochs: int = 10
     batch_size: int = 64
     device: Device = Device.auto
-    mixed_precision: bool = False
+    mixed_precision: Any = False  # true, false or auto (validate)
     deterministic: bool = False
     jit_compile: bool = False
     loss: str = "categorical_crossentropy"
@@ -173,6 +173,8 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= t.label_smoothing < 1, "trainer.label_smoothing", t.label_smoothing, "use a value in [0, 1)")
     _check(t.loss in LOSSES, "trainer.loss", t.loss, f"choose from {', '.join(LOSSES)}")
     _check(t.verbose in ("auto", 0, 1, 2), "trainer.verbose", t.verbose, "use auto, 0, 1 or 2")
+    _check(isinstance(t.mixed_precision, bool) or t.mixed_precision == "auto", "trainer.mixed_precision",
+           t.mixed_precision, "use true, false or auto")
     _check(t.steps_per_execution > 0, "trainer.steps_per_execution", t.steps_per_execution,
            "use a positive number of steps")
     _check(t.eval_batch_size > 0, "trainer.eval_batch_size", t.eval_batch_size, "use a positive batch size")

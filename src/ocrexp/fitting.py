@@ -166,13 +166,15 @@ def compile_trainee(trainee, cfg: DictConfig, learning_rate, steps_per_epoch: in
 
     t = cfg.trainer
     optimizer = config.instantiate(cfg.optimizer, lr=learning_rate, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    strategy = getattr(trainee, "distribute_strategy", None)  # TensorFlow's backend only
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     trainee.compile(
         optimizer=optimizer,
         loss=getattr(keras.losses, config.LOSSES[t.loss])(label_smoothing=t.label_smoothing),
         metrics=["accuracy"],
         jit_compile=t.jit_compile,
         # Keras' multi-step loop fails on MirroredStrategy's distributed datasets (TF 2.21 / Keras 3.15).
-        steps_per_execution=t.steps_per_execution if trainee.distribute_strategy.num_replicas_in_sync == 1 else 1,
+        steps_per_execution=t.steps_per_execution if replicas == 1 else 1,
     )
 
 
