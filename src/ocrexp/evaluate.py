@@ -94,8 +94,11 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Console entry point (``ocrexp-eval``)."""
+    from ocrexp.shutdown import finish
+
     with one_line_errors():
         _hydra_main()
+    finish(0)  # the evaluation is recorded: skip Python's slow teardown of TensorFlow's modules
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+"""Ending a finished command quickly.
+
+After a run has been recorded, Python's own shutdown still frees TensorFlow's, MLflow's and pandas'
+modules object by object and runs TensorFlow's C++ destructors: about 2 s of a 12 s ``ocrexp-train
+debug=fast`` on the development machine, with nothing left to save. :func:`finish` does the part
+of the shutdown that matters and skips the rest.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from typing import NoReturn
+
+
+def finish(status: int = 0) -> NoReturn:
+    """End the process as the interpreter would, minus the teardown of its modules.
+
+    In the interpreter's order: non-daemon threads are joined (and ``concurrent.futures``' exit hooks
+    run), then every ``atexit`` handler (logging's flush and close, MLflow's, multiprocessing's),
+    then the standard streams are flushed; then the process exits with ``status``. Under a profiler,
+    debugger or coverage tracer (``python -m cProfile -m ocrexp.train``) it exits normally instead,
+    so that the tool can write what it gathered.
+    """
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(status)
+    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter calls at exit
+    if shutdown is not None:
+        shutdown()
+    else:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a pipe whose reader has gone
+            pass
+    os._exit(status)
