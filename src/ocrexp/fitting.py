@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from omegaconf import DictConfig
 
@@ -197,4 +198,4 @@ def log_augmentation_preview(cfg: DictConfig, splits, tracker, n: int = 12, rows
     originals = scale_images(splits.x_train[:n], cfg.dataset.scale)
     augmented = augment.preview(cfg.augmentation, originals, cfg.seed, rows)
     name = cfg.augmentation.get("name", "augmentation")
-    tracker.log_figure(lambda: plots.augmentation_grid(originals, augmented, name), "plots/augmentation.png")
+    tracker.log_figure(partial(plots.augmentation_grid, originals, augmented, str(name)), "plots/augmentation.png")

@@ -76,7 +76,7 @@ def misclassified(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, co
     """A grid of wrongly classified test images with true and predicted labels."""
     plt = _pyplot()
     wrong = np.flatnonzero(y_true != y_pred)
-    wrong = wrong[np.argsort(-confidence[wrong])][:limit]  # most confident mistakes first
+    wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]  # most confident mistakes first
     cols = 6
     rows = max(1, int(np.ceil(len(wrong) / cols)))
     fig, ax = plt.subplots(figsize=(cols * 1.6, rows * 1.8 + 0.4))

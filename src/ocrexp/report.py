@@ -5,6 +5,7 @@ Training runs (``ocrexp.train``) and ``ocrexp-eval`` (``ocrexp.evaluate``) both 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Mapping
 
 import numpy as np
@@ -33,6 +34,8 @@ def log_report(tracker, report: Mapping[str, Any], images: np.ndarray, class_nam
         from ocrexp import plots
 
         y, y_pred = report["y_true"], report["y_pred"]
-        tracker.log_figure(lambda: plots.confusion_matrix(y, y_pred, class_names), "plots/confusion_matrix.png")
-        tracker.log_figure(lambda: plots.misclassified(images, y, y_pred, report["confidence"], class_names),
-                           "plots/misclassified.png")
+        names = list(class_names)
+        tracker.log_figure(partial(plots.confusion_matrix, y, y_pred, names), "plots/confusion_matrix.png")
+        wrong = np.flatnonzero(y != y_pred)  # all the grid needs: less to send to the figure process
+        tracker.log_figure(partial(plots.misclassified, images[wrong], y[wrong], y_pred[wrong],
+                                   report["confidence"][wrong], names), "plots/misclassified.png")

@@ -12,6 +12,7 @@ and config errors answer at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import sys
@@ -161,7 +162,7 @@ def evaluate_and_log(cfg: DictConfig, run: Prepared, history, tracker) -> dict[s
     if cfg.tracking.log_plots:
         from ocrexp import plots
 
-        tracker.log_figure(lambda: plots.learning_curves(history), "plots/learning_curves.png")
+        tracker.log_figure(functools.partial(plots.learning_curves, dict(history)), "plots/learning_curves.png")
     if cfg.tracking.log_model:
         tracker.log_model(run.model, scale_images(splits.x_test[:4], cfg.dataset.scale), report["outputs"][:4],
                           class_names=list(class_names), pixel_scale=cfg.dataset.scale)

@@ -70,6 +70,7 @@ class RunTracker:
         self.client = None
         self._figures: ThreadPoolExecutor | None = None
         self._drawn: list[Future] = []
+        self._figure_process = None  # figures.FigureProcess, when the run logs plots
         # What the run's description is made of, as observed while it runs.
         self._metrics: dict[str, float] = {}
         self._epochs = 0
@@ -107,6 +108,10 @@ class RunTracker:
             self._overrides = _logged_overrides()  # config and params were logged by the first process
         else:
             self._log_config()
+        if self.cfg.tracking.get("log_plots"):
+            from ocrexp.tracking.figures import FigureProcess
+
+            self._figure_process = FigureProcess()  # imports matplotlib while the model trains
         return self
 
     def _continued(self, tags: dict[str, str]) -> str | None:
@@ -170,12 +175,23 @@ class RunTracker:
             os.environ["MLFLOW_TRACKING_URI"] = self._env_uri
 
     def _finish_figures(self) -> BaseException | None:
-        """Wait for the figures still being drawn; the first error, if one failed."""
-        if self._figures is None:
-            return None
-        self._figures.shutdown(wait=True)
-        self._figures = None
-        errors = [f.exception() for f in self._drawn if f.exception() is not None]
+        """Wait for the figures still being drawn and log them; the first error, if one failed."""
+        errors: list[BaseException] = []
+        if self._figures is not None:
+            self._figures.shutdown(wait=True)
+            self._figures = None
+            errors += [f.exception() for f in self._drawn if f.exception() is not None]
+        if self._figure_process is not None:
+            process, self._figure_process = self._figure_process, None
+            drawn, failed = process.finish()
+            try:
+                for artifact_file, png in drawn:
+                    self.client.log_artifact(self.run_id, str(png), os.path.dirname(artifact_file) or None)
+            except Exception as exc:  # StoreLocked among them: __exit__ decides
+                errors.append(exc)
+            finally:
+                process.discard()
+            errors += [RuntimeError(f"a figure could not be drawn: {reason}") for reason in failed]
         return errors[0] if errors else None
 
     def _default_tags(self) -> dict[str, str]:
@@ -256,11 +272,14 @@ class RunTracker:
         self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), artifact_file)
 
     def log_figure(self, fig, artifact_file: str) -> None:
-        """Log a matplotlib figure, or a function that makes one. A function is drawn and uploaded
-        on a background thread (one, so pyplot is never used by two at once) while the run goes on;
-        the run waits for it before it ends."""
+        """Log a matplotlib figure, or a function that makes one. A picklable function (a module's
+        function, or a ``functools.partial`` of one) is drawn by the run's figure process
+        (``ocrexp.tracking.figures``); another is drawn and uploaded on a background thread (one, so
+        pyplot is never used by two at once). Either way the run goes on, and waits before it ends."""
         if not callable(fig):
             self._save_figure(fig, artifact_file)
+            return
+        if self._figure_process is not None and self._figure_process.draw(fig, artifact_file):
             return
         if self._figures is None:
             self._figures = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocrexp-figures")
