@@ -18,16 +18,16 @@ from ocrexp.tracking.figures import FigureProcess
 CURVES = functools.partial(plots.learning_curves, {"loss": [1.0, 0.5], "val_loss": [1.1, 0.6]})
 
 
-def only_here():  # a function the helper cannot import (tests/ is not on its path)
-    raise AssertionError("never called")
+def test_the_helper_draws_what_it_is_sent_and_reports_what_failed(tmp_path, monkeypatch):
+    (tmp_path / "only_here.py").write_text("def figure():\n    raise AssertionError('never called')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # this process's path only: the helper cannot import it
+    import only_here
 
-
-def test_the_helper_draws_what_it_is_sent_and_reports_what_failed():
     helper = FigureProcess()
     try:
         assert helper.draw(CURVES, "plots/curves.png")
         assert helper.draw(functools.partial(plots.learning_curves, None), "plots/broken.png")
-        assert helper.draw(only_here, "plots/elsewhere.png")
+        assert helper.draw(only_here.figure, "plots/elsewhere.png")
         assert not helper.draw(lambda: None, "plots/lambda.png")  # not picklable: the caller draws it itself
         drawn, failed = helper.finish()
         assert [name for name, _ in drawn] == ["plots/curves.png"]
