@@ -118,9 +118,11 @@ def test_valid_default_passes_validation():
 
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    code = ("import sys; sys.argv=['ocrexp-train', *sys.argv[1:]]\n"
+    code = ("import atexit, sys; sys.argv=['ocrexp-train', *sys.argv[1:]]\n"  # atexit: main() may end the process
+            "atexit.register(lambda: print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_NOT_LOADED', "
+            "file=sys.stderr))\n"
             "from ocrexp.train import main\n"
-            "try:\n    main()\nfinally:\n    print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_NOT_LOADED', file=sys.stderr)\n")
+            "main()\n")
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=60,
                           env={**__import__("os").environ, "OCREXP_ROOT": str(cwd)})
 
