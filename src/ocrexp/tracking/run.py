@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from ocrexp.errors import ConfigError, Terminated
+from ocrexp.errors import ConfigError, OcrexpError, Terminated
 from ocrexp.sweep_protocol import STATE_TAG, TrialJob, is_pruned
 from ocrexp.tracking import liveness
 from ocrexp.tracking.store import (LockAware, StoreLocked, ensure_store, get_experiment_id, retry_while_locked,
@@ -194,7 +194,8 @@ class RunTracker:
                 errors.append(exc)
             finally:
                 process.discard()
-            errors += [RuntimeError(f"a figure could not be drawn: {reason}") for reason in failed]
+            errors += [OcrexpError(f"a figure could not be drawn: {reason}; tracking.log_plots=false skips the "
+                                   "figures") for reason in failed]
         return errors[0] if errors else None
 
     def _default_tags(self) -> dict[str, str]:
