@@ -55,7 +55,7 @@ def precision_policy(setting, on_gpu: bool, cpu_bfloat16: bool) -> tuple[str, st
 
     true: float16 compute on GPUs, bfloat16 on CPUs that compute it in hardware. auto: only where it
     measured faster (README "Performance"): on such CPUs, not on GPUs, where ocrexp's models are too
-    small for it to pay (on an H100, 0.78-0.88x the float32 images/s, and later to 99 %).
+    small for it to pay (on an H100, 0.78-0.92x the float32 images/s, and later to 99 %).
     """
     if setting is False:
         return "float32", None
