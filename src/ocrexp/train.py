@@ -61,11 +61,12 @@ def prepare(cfg: DictConfig) -> Prepared:
     from ocrexp import runtime
     from ocrexp.data.pipeline import split
     from ocrexp.models import build_model
-    from ocrexp.tracking import tracking_uri
+    from ocrexp.tracking import start_helpers, tracking_uri
     from ocrexp.tracking.store import check_reachable
 
     if cfg.tracking.enabled:  # before TensorFlow loads and training starts, not after the last epoch
         check_reachable(tracking_uri(cfg.tracking))
+        start_helpers(cfg)  # they open the store and import matplotlib while TensorFlow imports
 
     device = runtime.configure(cfg.trainer, cfg.seed)
     strategy = runtime.distribution(cfg.trainer)

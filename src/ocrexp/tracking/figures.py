@@ -75,13 +75,13 @@ class FigureProcess:
         self.log.unlink(missing_ok=True)
 
     def _feed(self) -> None:
-        with self.process.stdin as pipe:
-            while (job := self._jobs.get()) is not None:
-                try:
+        try:
+            with self.process.stdin as pipe:  # closing it flushes, which fails too if the helper died
+                while (job := self._jobs.get()) is not None:
                     pipe.write(job)
                     pipe.flush()
-                except OSError:  # the helper died; wait() says so
-                    return
+        except OSError:  # the helper died; wait() says so
+            return
 
 
 _helper: FigureProcess | None = None

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ocrexp.errors import ConfigError, OcrexpError, Terminated
 from ocrexp.sweep_protocol import STATE_TAG, TrialJob, is_pruned
-from ocrexp.tracking import liveness
+from ocrexp.tracking import liveness, store_process
 from ocrexp.tracking.store import (LockAware, StoreLocked, ensure_store, get_experiment_id, retry_while_locked,
                                    tracking_uri, ui_link)
 
@@ -55,6 +55,13 @@ def git_commit() -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
+def draws_in_helper(cfg: DictConfig) -> bool:
+    """Whether the run's figures are drawn by a helper process (it imports matplotlib while the model
+    trains): 0.55 s sooner done per debug=fast run. Not in sweep trials: with every core training,
+    the helpers' start cost more sweep time than drawing on the worker's thread (README "Performance")."""
+    return bool(cfg.tracking.enabled and cfg.tracking.get("log_plots")) and TrialJob.from_env() is None
+
+
 class RunTracker:
     """One MLflow run for one training or evaluation job."""
 
@@ -82,6 +89,7 @@ class RunTracker:
     def __enter__(self) -> "RunTracker":
         import mlflow
 
+        store_process.install()  # when a store server was started before TensorFlow's import
         _check_registered_name(self.cfg.tracking.get("register_as"))
 
         def open_store() -> str:  # idempotent: retried while another process holds the store locked
@@ -108,10 +116,7 @@ class RunTracker:
             self._overrides = _logged_overrides()  # config and params were logged by the first process
         else:
             self._log_config()
-        # A run's figures are drawn by a helper process (it imports matplotlib while the model trains):
-        # 0.55 s sooner done per debug=fast run. Not in sweep trials: with every core training, the
-        # helpers' start cost more sweep time than drawing on the worker's thread (README "Performance").
-        if self.cfg.tracking.get("log_plots") and trial is None:
+        if draws_in_helper(self.cfg):
             from ocrexp.tracking.figures import RunFigures
 
             self._figure_process = RunFigures()
