@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import shutil
 import tempfile
 from pathlib import Path
@@ -180,6 +181,11 @@ def _package_copy(tmp: Path) -> Path:
 def pip_requirements() -> list[str]:
     """What serving a logged model needs, pinned to this environment's versions. Passing them to
     MLflow explicitly spares it inferring them, which re-imports the model in a subprocess (~6 s)."""
+    return list(_pins())
+
+
+@functools.cache  # a process's environment does not change under it; reading the metadata takes ~15 ms
+def _pins() -> tuple[str, ...]:
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
@@ -188,4 +194,4 @@ def pip_requirements() -> list[str]:
             pins.append(f"{dist}=={version(dist)}")
         except PackageNotFoundError:
             pins.append(dist)
-    return pins
+    return tuple(pins)
