@@ -29,6 +29,18 @@ def test_predictions_are_those_of_keras_predict_bitwise_in_batches_with_a_remain
     np.testing.assert_array_equal(got, expected)
 
 
+def test_a_mixed_precision_model_loaded_under_a_float32_policy_is_still_predicted_as_keras_does(tmp_path):
+    import keras
+
+    model = _model("mixed_bfloat16")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")  # the global policy here is float32
+    x = np.random.default_rng(2).random((9, 28, 28, 1), dtype=np.float32)
+    assert loaded.layers[0].dtype_policy.compute_dtype == "bfloat16"
+    assert not reports._float32(loaded) and reports._float32(_model())
+    np.testing.assert_array_equal(reports.predict(loaded, x, 4), loaded.predict(x, batch_size=4, verbose=0))
+
+
 def test_the_report_scores_the_predictions():
     model = _model()
     x = np.random.default_rng(1).random((12, 28, 28, 1), dtype=np.float32)

@@ -32,8 +32,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from ocrexp.data.pipeline import scale_images
     from ocrexp.models.io import load_model, source_run_id
     from ocrexp.report import log_report, test_report
-    from ocrexp.tracking import make_tracker, tracking_uri
+    from ocrexp.tracking import make_tracker, start_helpers, tracking_uri
 
+    start_helpers(cfg)  # before TensorFlow and MLflow load
     data = config.instantiate(cfg.dataset.source)
     n = min(cfg.dataset.limit_test or len(data.x_test), len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]

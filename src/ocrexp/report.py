@@ -32,11 +32,19 @@ def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     is called eagerly (bitwise the same outputs): ``predict`` first traces a function for each new
     model (≈0.25 s of every run and sweep trial) to use it once. Mixed precision keeps ``predict``:
     its graph fuses ops that eager calls round to 16 bits one by one, and predictions would change."""
-    policy = getattr(model, "dtype_policy", None)
-    if len(x) == 0 or getattr(policy, "compute_dtype", "float32") != "float32":
+    if len(x) == 0 or not _float32(model):
         return model.predict(x, batch_size=batch_size, verbose=0)
     return np.concatenate([np.asarray(model(x[i:i + batch_size], training=False))
                            for i in range(0, len(x), batch_size)])
+
+
+def _float32(layer) -> bool:
+    """Whether ``layer`` and every layer in it compute in float32 (a model loaded from a file keeps its
+    layers' mixed policies under a float32 global policy, so the model's own policy does not say)."""
+    policy = getattr(layer, "dtype_policy", None)
+    if getattr(policy, "compute_dtype", "float32") != "float32":
+        return False
+    return all(_float32(inner) for inner in getattr(layer, "layers", ()))
 
 
 def log_report(tracker, report: Mapping[str, Any], images: np.ndarray, class_names, plots_too: bool) -> None:

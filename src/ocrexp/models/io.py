@@ -40,8 +40,10 @@ def _download(uri: str, tracking_uri: str | None) -> Path:
                           "models:/<name>/<version>, models:/<name>@<alias>).")
     import mlflow
 
+    from ocrexp.tracking import store_process
     from ocrexp.tracking.store import tracking_uri as default_uri
 
+    store_process.install()  # ocrexp-eval may have started one
     store = tracking_uri or default_uri()
     # MLflow resolves runs:/ and models:/ through its global tracking URI (which it also exports as
     # MLFLOW_TRACKING_URI); a library call puts both back as they were.
@@ -68,6 +70,9 @@ def source_run_id(uri: str, tracking_uri: str | None = None) -> str | None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from ocrexp.tracking import store_process
+
+    store_process.install()
     client = mlflow.MlflowClient(tracking_uri)
     name, ref, alias = _models_uri_parts(uri)
     try:
