@@ -25,31 +25,51 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-VARIANTS = {  # name -> the overrides that select its pruning
-    "unpruned": ["hparams_search=cnn_optuna"],
-    "hyperband": ["hparams_search=cnn_optuna_hyperband"],
-    "successive_halving": ["hparams_search=cnn_optuna",
-                           "hydra.sweeper.pruner={name: successive_halving, min_resource: 1, reduction_factor: 3}"],
-    "successive_halving_4": ["hparams_search=cnn_optuna",
-                             "hydra.sweeper.pruner={name: successive_halving, min_resource: 1, reduction_factor: 4}"],
-    "successive_halving_5": ["hparams_search=cnn_optuna",
-                             "hydra.sweeper.pruner={name: successive_halving, min_resource: 1, reduction_factor: 5}"],
-    # Every epoch, a trial goes on only while its best so far is in the top third of the trials at that epoch.
-    "top_third": ["hparams_search=cnn_optuna", "hydra.sweeper.pruner={_target_: optuna.pruners.PercentilePruner, "
-                  "percentile: 33.3, n_startup_trials: 2, n_warmup_steps: 0}"],
-    "top_quarter": ["hparams_search=cnn_optuna", "hydra.sweeper.pruner={_target_: optuna.pruners.PercentilePruner, "
-                    "percentile: 25, n_startup_trials: 2, n_warmup_steps: 0}"],
+SHIPPED = REPO / "conf" / "hparams_search" / "cnn_optuna_hyperband.yaml"
+# name -> its hydra.sweeper.pruner; "hyperband" is the shipped cnn_optuna_hyperband's, read from its file.
+PRUNERS: dict[str, Any] = {
+    "unpruned": "none",
+    "hyperband": None,
+    "successive_halving": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 3},
+    "successive_halving_4": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 4},
+    "successive_halving_5": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 5},
+    # Every epoch, a trial goes on only while its best so far is in the top third (quarter) of the
+    # finished trials' values at that epoch.
+    "top_third": {"_target_": "optuna.pruners.PercentilePruner", "percentile": 33.3, "n_startup_trials": 2,
+                  "n_warmup_steps": 0},
+    "top_quarter": {"_target_": "optuna.pruners.PercentilePruner", "percentile": 25, "n_startup_trials": 2,
+                    "n_warmup_steps": 0},
 }
+
+
+def pruner_spec(name: str) -> Any:
+    """What ``hydra.sweeper.pruner`` is for pruner ``name``."""
+    if PRUNERS[name] is None:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(OmegaConf.load(SHIPPED).hydra.sweeper.pruner)
+    return PRUNERS[name]
+
+
+def overrides(name: str) -> list[str]:
+    """The command-line overrides that select pruner ``name``."""
+    if PRUNERS[name] is None:
+        return ["hparams_search=cnn_optuna_hyperband"]
+    spec = PRUNERS[name]
+    if isinstance(spec, str):
+        return ["hparams_search=cnn_optuna", f"hydra.sweeper.pruner={spec}"]
+    return ["hparams_search=cnn_optuna", "hydra.sweeper.pruner={" + ", ".join(f"{k}: {v}" for k, v in spec.items()) + "}"]
 
 
 def run_sweep(args: argparse.Namespace, variant: str, study: str) -> float:
     """One ``ocrexp-train -m`` sweep; returns its wall time in seconds."""
     cmd = [
-        sys.executable, "-m", "ocrexp.train", "-m", *VARIANTS[variant], "debug=fast",
+        sys.executable, "-m", "ocrexp.train", "-m", *overrides(variant), "debug=fast",
         f"trainer.epochs={args.epochs}", "trainer.deterministic=true", f"seed={args.seed}",
         f"dataset.limit_train={args.limit_train}", f"dataset.validation_split={args.validation_split}",
         "tracking.log_model=false", "tracking.log_plots=false", "tracking.experiment_name=pruning-benchmark",
@@ -85,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=9, help="epochs per trial (Hyperband's max_resource)")
-    parser.add_argument("--pruners", default="hyperband", help="comma list of " + ", ".join(list(VARIANTS)[1:]))
+    parser.add_argument("--pruners", default="hyperband", help="comma list of " + ", ".join(list(PRUNERS)[1:]))
     parser.add_argument("--jobs", type=int, default=2, help="trials at once")
     parser.add_argument("--sampler", default="random", help="random keeps both sweeps on the same configurations")
     parser.add_argument("--seed", type=int, default=42)

@@ -39,3 +39,34 @@ def test_gpu_recipes_benchmark_prepares_and_runs_a_recipe_on_this_backend(mnist,
     assert proc.returncode == 0, proc.stderr[-2000:]
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith("speedrun   float32        seed 0:")]
     assert "to 50.0%: not reached" not in line and "images/s" in line  # 2 epochs of 3,000 images reach 50 %
+
+
+def test_pruning_replay_reads_a_recorded_sweep_and_replays_it_through_pruners(tmp_path, monkeypatch):
+    """A recorded unpruned sweep (journal + summary.json, as pruning_benchmark.py writes them) of six
+    trials whose curves rank at epoch 1 as they finish: successive halving keeps the best for less."""
+    import json
+
+    import optuna
+
+    from ocrexp.pruning import make_pruner, open_storage
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS[0].parent))
+    import pruning_replay
+
+    finals = [0.90, 0.95, 0.80, 0.97, 0.85, 0.93]
+    journal = tmp_path / "mlruns" / "optuna" / "bench-unpruned-x.journal"
+    journal.parent.mkdir(parents=True)
+    study = optuna.create_study(study_name="bench-unpruned-x", direction="maximize", storage=open_storage(str(journal)))
+    for final in finals:
+        trial = study.ask()
+        for epoch in range(1, 4):
+            trial.report(final - 0.1 * (3 - epoch), epoch)
+        study.tell(trial, final)
+    (tmp_path / "summary.json").write_text(json.dumps({"runs": [{"run": "unpruned", "study": "bench-unpruned-x"}]}))
+
+    trial_curves, direction = pruning_replay.curves(tmp_path)
+    assert direction == "maximize" and [c[-1] for c in trial_curves] == finals
+    assert pruning_replay.replay(trial_curves, make_pruner("none")) == (18, 0.97)
+    epochs, best = pruning_replay.replay(trial_curves, make_pruner({"name": "successive_halving", "min_resource": 1,
+                                                                    "reduction_factor": 3}))
+    assert best == 0.97 and epochs < 18
