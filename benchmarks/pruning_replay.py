@@ -41,7 +41,9 @@ def replay(trial_curves: list[list[float]], pruner, direction: str = "maximize",
     """(epochs trained, best value of a trial that finished) had ``pruner`` watched the sweep."""
     import optuna
 
-    study = optuna.create_study(direction=direction, pruner=pruner, sampler=optuna.samplers.RandomSampler(0))
+    # A fixed name: Hyperband assigns trials to brackets by a checksum of the study's name and trial number.
+    study = optuna.create_study(study_name="replay", direction=direction, pruner=pruner,
+                                sampler=optuna.samplers.RandomSampler(0))
     waiting, running, epochs = list(trial_curves), [], 0
     best = None
     better = max if direction == "maximize" else min
