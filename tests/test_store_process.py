@@ -23,6 +23,7 @@ START = """
 import json, os, sys
 from ocrexp.tracking import store_process
 uri = "sqlite:///" + os.path.abspath("mlruns/mlflow.db")
+store_process.enable()  # as ocrexp-train and ocrexp-eval do
 started = store_process.start(uri)
 import mlflow
 store_process.install()
@@ -131,10 +132,12 @@ def test_an_unexpected_end_of_the_server_is_one_clear_error(tmp_path):
     assert out.startswith("the process serving the MLflow store ended unexpectedly; run the same command again")
 
 
-@pytest.mark.parametrize("why", ["switched off", "a thread runs", "not sqlite", "TensorFlow imported"])
+@pytest.mark.parametrize("why", ["not a command", "switched off", "a thread runs", "not sqlite",
+                                 "TensorFlow imported"])
 def test_no_server_starts_where_forking_is_unsafe_or_gains_nothing(why, monkeypatch):
-    # Everything else as in a fresh single-threaded process, so that ``why`` is the only reason.
+    # Everything else as in a fresh single-threaded command, so that ``why`` is the only reason.
     uri = "sqlite:////nonexistent/mlflow.db"
+    monkeypatch.setattr(store_process, "_enabled", why != "not a command")
     monkeypatch.setattr(threading, "active_count", lambda: 2 if why == "a thread runs" else 1)
     monkeypatch.delitem(sys.modules, "mlflow.store.tracking.sqlalchemy_store", raising=False)
     if why == "TensorFlow imported":

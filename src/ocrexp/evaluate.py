@@ -96,7 +96,9 @@ def _hydra_main(cfg: DictConfig) -> float:
 def main() -> None:
     """Console entry point (``ocrexp-eval``)."""
     from ocrexp.shutdown import finish
+    from ocrexp.tracking import store_process
 
+    store_process.enable()  # this process is the command's own: a store server may fork from it
     with one_line_errors():
         _hydra_main()
     finish(0)  # the evaluation is recorded: skip Python's slow teardown of TensorFlow's modules

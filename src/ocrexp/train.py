@@ -237,7 +237,9 @@ def _hydra_main(cfg: DictConfig) -> float | list[float]:
 def main() -> None:
     """Console entry point (``ocrexp-train``)."""
     from ocrexp.shutdown import finish
+    from ocrexp.tracking import store_process
 
+    store_process.enable()  # this process is the command's own: a store server may fork from it
     signal.signal(signal.SIGTERM, _terminate)  # end the MLflow run as KILLED, like Ctrl-C
     try:
         with one_line_errors():

@@ -10,8 +10,10 @@ local artifact files) runs here as before; only the store's method calls cross t
 
 The server ignores Ctrl-C and SIGTERM (the run still records that it was killed through it) and
 exits when this process closes the pipe or dies. Where forking is unsafe or gains nothing (threads
-running, TensorFlow or the store already imported, as in sweep workers and tests) nothing starts
-and MLflow opens the store here; ``OCREXP_STORE_PROCESS=0`` does the same on request.
+running, TensorFlow or the store already imported, as in sweep workers) nothing starts and MLflow
+opens the store here; ``OCREXP_STORE_PROCESS=0`` does the same on request. Only the commands
+(``ocrexp-train``, ``ocrexp-eval``) fork: they call :func:`enable` first, so a library caller such as a
+test session or a notebook is never forked.
 """
 
 from __future__ import annotations
@@ -48,15 +50,22 @@ class _Server:
 
 
 _server: _Server | None = None
+_enabled = False
+
+
+def enable() -> None:
+    """Let :func:`start` fork: called by the command-line entry points, which own their process."""
+    global _enabled
+    _enabled = True
 
 
 def start(uri: str) -> bool:
-    """Fork the store server for ``uri`` when that is safe and saves time; True when one runs."""
+    """Fork the store server for ``uri`` when that is enabled, safe and saves time; True when one runs."""
     global _server
     if _server is not None:
         return True
-    if (os.environ.get(ENV, "1") == "0" or not uri.startswith("sqlite:///") or "tensorflow" in sys.modules
-            or _STORE_MODULE in sys.modules or threading.active_count() > 1):
+    if (not _enabled or os.environ.get(ENV, "1") == "0" or not uri.startswith("sqlite:///")
+            or "tensorflow" in sys.modules or _STORE_MODULE in sys.modules or threading.active_count() > 1):
         return False
     import multiprocessing.connection
 
