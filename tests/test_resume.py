@@ -251,8 +251,12 @@ def test_a_retried_sweep_trial_resumes_its_checkpoint_and_reports_each_epoch_onc
     assert first.state.name == "FAIL" and retry.state.name == "COMPLETE"
     assert retry.user_attrs["ocrexp.retry_of"] == first.number
     assert sorted(retry.intermediate_values) == [1, 2, 3, 4]  # epochs 1..saved replayed once, then trained
-    assert [retry.intermediate_values[s] for s in range(1, saved + 1)] == \
-           [first.intermediate_values[s] for s in range(1, saved + 1)]
+    # The kill can land after an epoch's checkpoint and before that epoch's report (the checkpoint is
+    # written first, so that nothing reported is lost): the dead trial then lacks the epoch, and the
+    # retry replays it from the checkpoint all the same.
+    reported = [s for s in range(1, saved + 1) if s in first.intermediate_values]
+    assert reported[:1] == [1] and len(reported) >= saved - 1
+    assert [retry.intermediate_values[s] for s in reported] == [first.intermediate_values[s] for s in reported]
     runs = {r.data.tags.get("optuna.trial_number"): r for r in project.runs()}
     old, new = runs[str(first.number)], runs[str(retry.number)]
     assert new.data.tags["ocrexp.resumed_from"] == old.info.run_id
