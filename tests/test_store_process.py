@@ -133,7 +133,7 @@ def test_an_unexpected_end_of_the_server_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("why", ["not a command", "switched off", "a thread runs", "not sqlite",
-                                 "TensorFlow imported"])
+                                 "TensorFlow imported", "fork fails"])
 def test_no_server_starts_where_forking_is_unsafe_or_gains_nothing(why, monkeypatch):
     # Everything else as in a fresh single-threaded command, so that ``why`` is the only reason.
     uri = "sqlite:////nonexistent/mlflow.db"
@@ -147,5 +147,10 @@ def test_no_server_starts_where_forking_is_unsafe_or_gains_nothing(why, monkeypa
     monkeypatch.setenv(store_process.ENV, "0" if why == "switched off" else "1")
     if why == "not sqlite":
         uri = "http://127.0.0.1:5000"
+
+    def no_room():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_room)  # every case: this test process must never be forked
     assert store_process.start(uri) is False
     assert store_process._server is None

@@ -72,7 +72,12 @@ def start(uri: str) -> bool:
     ours, theirs = multiprocessing.Pipe()
     for stream in (sys.stdout, sys.stderr):  # or the child would print their buffers a second time
         stream.flush()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no room for another process: open the store here, as without a server
+        ours.close()
+        theirs.close()
+        return False
     if pid == 0:  # the server: never returns
         ours.close()
         _serve(theirs, uri)
