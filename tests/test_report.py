@@ -83,3 +83,17 @@ def test_every_label_of_every_figure_lies_inside_it(names):
     finally:
         for fig in figures.values():
             plt.close(fig)
+
+
+def test_the_confusion_matrix_writes_every_count_but_leaves_empty_cells_blank():
+    import matplotlib.pyplot as plt
+
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    y_pred = np.array([0, 0, 1, 1, 1, 2, 2, 2, 0])
+    fig = plots.confusion_matrix(y, y_pred, ["a", "b", "c"])
+    try:
+        cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
+                 for t in fig.axes[0].texts}
+    finally:
+        plt.close(fig)
+    assert cells == {(0, 0): "2", (0, 1): "1", (1, 1): "2", (2, 2): "3", (2, 0): "1"}

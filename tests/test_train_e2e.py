@@ -92,6 +92,25 @@ def test_logged_models_serve_their_input_example_and_pin_this_environment(traine
     assert f"tensorflow=={version('tensorflow')}" in requirements and f"mlflow=={version('mlflow')}" in requirements
 
 
+def test_the_reader_ships_the_keras_flavors_file_and_clean_code(trained):
+    """The model is saved once per run: the reader's artifact is the Keras flavor's file, byte for byte
+    (a second save would differ, if only in its timestamp); its code is the package without caches."""
+    import mlflow
+
+    project, run_id = trained
+    with mlflow_env_kept():
+        mlflow.set_tracking_uri(project.tracking_uri)
+        try:
+            model = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model"))
+            reader = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/reader"))
+        finally:
+            mlflow.set_tracking_uri(None)
+    shipped = list((reader / "artifacts").glob("*.keras"))
+    assert len(shipped) == 1 and shipped[0].read_bytes() == (model / "data" / "model.keras").read_bytes()
+    code = reader / "code" / "ocrexp"
+    assert (code / "reading" / "served_model.py").is_file() and not list(code.rglob("__pycache__"))
+
+
 def test_eval_records_a_linked_run(trained):
     project, run_id = trained
     proc = project.run("ocrexp-eval", f"model_uri=runs:/{run_id}/model", "dataset.limit_test=500")

@@ -6,6 +6,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+# How run figures are written: zlib's fastest level saves a third of the PNG encoding (≈10 ms a
+# figure, drawn on the training core in sweeps) for files about a fifth larger (tens of KB).
+SAVE_KWARGS = {"pil_kwargs": {"compress_level": 1}}
+
 
 def _pyplot():
     import matplotlib
@@ -55,10 +59,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequen
     np.add.at(counts, (y_true, y_pred), 1)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k))
     ax.imshow(np.log1p(counts), cmap="Blues")
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if counts[i, j] > counts.max() / 2 else "black")
+    for i, j in zip(*np.nonzero(counts)):  # empty cells stay blank: the few mistakes stand out
+        ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                color="white" if counts[i, j] > counts.max() / 2 else "black")
     rotate = max(map(len, class_names)) > 2
     ax.set_xticks(range(k), class_names, rotation=45 if rotate else 0, ha="right" if rotate else "center")
     ax.set_yticks(range(k), class_names)

@@ -157,13 +157,13 @@ def evaluate_and_log(cfg: DictConfig, run: Prepared, history, tracker) -> dict[s
     from ocrexp.report import log_report, test_report
 
     splits, class_names = run.splits, run.data.class_names
-    report = test_report(run.model, scale_images(splits.x_test, cfg.dataset.scale), splits.y_test,
-                         cfg.trainer.eval_batch_size)
-    log_report(tracker, report, splits.x_test, class_names, cfg.tracking.log_plots)
-    if cfg.tracking.log_plots:
+    if cfg.tracking.log_plots:  # first: drawn while the test images go through the model
         from ocrexp import plots
 
         tracker.log_figure(functools.partial(plots.learning_curves, dict(history)), "plots/learning_curves.png")
+    report = test_report(run.model, scale_images(splits.x_test, cfg.dataset.scale), splits.y_test,
+                         cfg.trainer.eval_batch_size)
+    log_report(tracker, report, splits.x_test, class_names, cfg.tracking.log_plots)
     if cfg.tracking.log_model:
         tracker.log_model(run.model, scale_images(splits.x_test[:4], cfg.dataset.scale), report["outputs"][:4],
                           class_names=list(class_names), pixel_scale=cfg.dataset.scale)

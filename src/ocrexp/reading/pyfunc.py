@@ -20,9 +20,11 @@ regardless).
 
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
 import functools
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -88,24 +90,27 @@ def signature():
 
 
 def log_reader(keras_model, name: str = "reader", *, class_names: Sequence[str] | None = None,
-               pixel_scale: float = 255.0, batch_size: int = 256):
+               pixel_scale: float = 255.0, batch_size: int = 256, model_file: Path | None = None):
     """Log the number reader around ``keras_model`` into the active MLflow run as ``name``.
 
     ``pixel_scale`` is what the model's training pipeline divided uint8 pixels by, and
-    ``class_names`` label its outputs (default ``"0"`` .. ``"9"``). Returns MLflow's ``ModelInfo``.
+    ``class_names`` label its outputs (default ``"0"`` .. ``"9"``). ``model_file``: ``keras_model``
+    already saved as a ``.keras`` file (the Keras flavor's copy), which spares saving it again.
+    Returns MLflow's ``ModelInfo``.
     """
     from ocrexp.tracking import logged_models
 
     config = {"pixel_scale": float(pixel_scale), "batch_size": int(batch_size),
               "class_names": list(class_names) if class_names else None}
     with tempfile.TemporaryDirectory(prefix="ocrexp-reader-") as tmp:
-        model_file = Path(tmp) / "digits.keras"
-        keras_model.save(model_file)
+        if model_file is None or not Path(model_file).is_file():
+            model_file = Path(tmp) / "digits.keras"
+            keras_model.save(model_file)
         return logged_models.log(
             mlflow.pyfunc, name,
             python_model=str(Path(__file__).with_name("served_model.py")),
             artifacts={KERAS_ARTIFACT: str(model_file)},
-            code_paths=[str(_package_copy(Path(tmp)))],
+            code_paths=[str(_package_copy())],
             model_config=config,
             signature=signature(),
             input_example=pd.DataFrame({INPUT_COLUMN: [example_png()]}),
@@ -168,14 +173,28 @@ def _unbase64(data: bytes) -> bytes | None:
     return decoded or None
 
 
-def _package_copy(tmp: Path) -> Path:
-    """A clean copy of the ``ocrexp`` package (no caches) to ship as the model's code."""
-    import ocrexp
+_code: dict[int, Path] = {}  # by process id: a forked process makes (and removes) its own
 
-    target = tmp / "code" / "ocrexp"
-    shutil.copytree(Path(ocrexp.__file__).parent, target,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return target
+
+def _package_copy() -> Path:
+    """A clean copy of the ``ocrexp`` package (no caches) to ship as the model's code. Made once per
+    process, which runs the code it was started with (a sweep worker logs a reader per trial), and
+    removed when the process exits."""
+    pid = os.getpid()
+    if pid not in _code:
+        import ocrexp
+
+        tmp = Path(tempfile.mkdtemp(prefix="ocrexp-code-"))
+        shutil.copytree(Path(ocrexp.__file__).parent, tmp / "code" / "ocrexp",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        atexit.register(_remove_copy, pid, tmp)
+        _code[pid] = tmp / "code" / "ocrexp"
+    return _code[pid]
+
+
+def _remove_copy(pid: int, tmp: Path) -> None:
+    if os.getpid() == pid:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def pip_requirements() -> list[str]:

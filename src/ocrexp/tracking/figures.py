@@ -144,6 +144,8 @@ def serve() -> None:
     sys.stdout = sys.stderr
     import matplotlib.pyplot as plt  # now, while the run trains, not when the first figure is due
 
+    from ocrexp.plots import SAVE_KWARGS
+
     jobs = sys.stdin.buffer
     while True:
         try:
@@ -155,7 +157,7 @@ def serve() -> None:
         try:
             figure = pickle.loads(make)()
             try:
-                figure.savefig(target)  # as mlflow's log_figure saves a matplotlib figure
+                figure.savefig(target, **SAVE_KWARGS)  # as RunTracker saves a figure it draws itself
             finally:
                 plt.close(figure)
         except Exception as exc:  # reported by the run, which fails as it would have drawing inline

@@ -18,29 +18,34 @@ input example, requirements, artifacts) is the same.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable
 
 
 class _Unchecked:
     """``flavor`` as ``Model.log`` wants it, minus the ``validate_serving_input`` switch, which
     ``Model.log`` reads from its keyword arguments and then forwards to the flavor's ``save_model``
-    (which rejects it)."""
+    (which rejects it). ``saved(path)`` sees the local folder the model was saved in, before upload."""
 
-    def __init__(self, flavor):
-        self._flavor = flavor
+    def __init__(self, flavor, saved: Callable[[str], None] | None = None):
+        self._flavor, self._saved = flavor, saved
         self.__name__ = flavor.__name__  # the logged model's flavor name
 
     def save_model(self, *args, validate_serving_input: bool = True, **kwargs):
-        return self._flavor.save_model(*args, **kwargs)
+        result = self._flavor.save_model(*args, **kwargs)
+        if self._saved is not None:
+            self._saved(kwargs["path"] if "path" in kwargs else args[0])
+        return result
 
 
-def log(flavor, name: str, **kwargs: Any):
+def log(flavor, name: str, *, saved: Callable[[str], None] | None = None, **kwargs: Any):
     """Log a model of ``flavor`` (``mlflow.tensorflow``, ``mlflow.pyfunc``...) into the active run
-    as ``name``; ``kwargs`` are the flavor's ``log_model`` arguments. Returns MLflow's ``ModelInfo``."""
+    as ``name``; ``kwargs`` are the flavor's ``log_model`` arguments, and ``saved(path)`` is called
+    with the folder the model was saved in before it is uploaded (to reuse its files). Returns
+    MLflow's ``ModelInfo``."""
     from mlflow.models import Model
 
     with _requirements_trusted():
-        return Model.log(artifact_path=None, name=name, flavor=_Unchecked(flavor), validate_serving_input=False,
+        return Model.log(artifact_path=None, name=name, flavor=_Unchecked(flavor, saved), validate_serving_input=False,
                          **kwargs)
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -297,9 +299,11 @@ class RunTracker:
     def _save_figure(self, fig, artifact_file: str) -> None:
         import matplotlib.pyplot as plt
 
+        from ocrexp.plots import SAVE_KWARGS
+
         figure = fig() if callable(fig) else fig
         try:
-            self.client.log_figure(self.run_id, figure, artifact_file)
+            self.client.log_figure(self.run_id, figure, artifact_file, save_kwargs=SAVE_KWARGS)
         finally:
             plt.close(figure)
 
@@ -342,10 +346,18 @@ class RunTracker:
         if output_example is None:
             output_example = model.predict(input_example, verbose=0)
         signature = infer_signature(input_example, output_example)
-        info = logged_models.log(mlflow.tensorflow, "model", model=model, signature=signature,
-                                 input_example=input_example, pip_requirements=pip_requirements())
-        self.set_tags({"ocrexp.model_uri": f"runs:/{self.run_id}/model"})
-        reader = log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale)
+        with tempfile.TemporaryDirectory(prefix="ocrexp-model-") as tmp:
+            keras_file = Path(tmp, "model.keras")  # the flavor's saved file, which the reader ships too
+
+            def keep(path: str) -> None:
+                if Path(path, "data", "model.keras").is_file():  # where mlflow.tensorflow saves Keras 3 models
+                    shutil.copyfile(Path(path, "data", "model.keras"), keras_file)
+
+            info = logged_models.log(mlflow.tensorflow, "model", saved=keep, model=model, signature=signature,
+                                     input_example=input_example, pip_requirements=pip_requirements())
+            self.set_tags({"ocrexp.model_uri": f"runs:/{self.run_id}/model"})
+            reader = log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale,
+                                model_file=keras_file)
         name = self.cfg.tracking.get("register_as")
         if name:
             self.set_tags({"ocrexp.registered_model": self._register(name, info),
