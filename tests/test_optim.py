@@ -112,3 +112,25 @@ def test_label_smoothing_and_a_fresh_optimizer_reach_the_compiled_model():
     assert isinstance(trainee.optimizer, keras.optimizers.SGD)
     assert current_lr(trainee.optimizer) == pytest.approx(0.01)  # cosine at step 0
     assert not model.compiled  # the model that gets logged carries no optimizer state
+
+
+def test_a_fit_traces_its_train_step_once_since_its_variables_exist_before_it():
+    """A ``tf.function`` whose first trace creates variables (the optimizer's, the metrics') is traced
+    again; ``fitting.build_state`` creates them first, so the train function is traced once."""
+    from tensorflow.python.framework import func_graph
+
+    traced = []
+    trace = func_graph.func_graph_from_py_func
+
+    def counting(name, *args, **kwargs):
+        traced.append(name)
+        return trace(name, *args, **kwargs)
+
+    func_graph.func_graph_from_py_func = counting
+    try:
+        fitted = fit("trainer.epochs=1", "dataset.limit_train=400", "trainer.verbose=0")
+    finally:
+        func_graph.func_graph_from_py_func = trace
+    assert fitted.history["loss"]
+    # The train step and the validation step, once each (the train step was traced twice before).
+    assert traced.count("one_step_on_data") == 2, traced

@@ -107,6 +107,7 @@ def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker, slot)
                                  resume_from=resumed if within else None, clock=clock)
         resumed = None  # restored once, into the first phase that trains
         stream, val_ds = datasets(cfg, splits, num_classes, first_epoch=progress.epoch)
+        build_state(trainee, stream.dataset)
         # Order matters: the checkpoint is written after the callbacks whose state it holds and
         # before the epoch is reported (to MLflow, to the pruner), so nothing reported is lost.
         callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=stream.begin), FailOnNaN(), best, *stateful,
@@ -127,6 +128,17 @@ def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker, slot)
         tracker.set_tags({"ocrexp.best_epoch": best.best_epoch})
         tracker.log_metrics({"best_epoch": best.best_epoch, f"best_{best.monitor}": best.best})
     return progress.history
+
+
+def build_state(trainee, dataset) -> None:
+    """Create the optimizer's and the compiled loss's and metrics' variables before ``fit``. Keras'
+    TensorFlow backend (without a distribution strategy) creates them while tracing the first train
+    step, and a ``tf.function`` whose first trace creates variables is traced a second time: ≈0.45 s
+    of every fit's first epoch for the tutorial CNN. This is the build Keras does itself under a
+    strategy and on its other backends (``Trainer._symbolic_build``, on the batches' shapes only)."""
+    build = getattr(trainee, "_symbolic_build", None)
+    if build is not None:  # a later Keras without it: the first trace builds, as before
+        build(data_batch=dataset.element_spec)
 
 
 def datasets(cfg: DictConfig, splits, num_classes: int, first_epoch: int = 0):
