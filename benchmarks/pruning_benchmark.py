@@ -38,6 +38,12 @@ PRUNERS: dict[str, Any] = {
     "successive_halving": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 3},
     "successive_halving_4": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 4},
     "successive_halving_5": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 5},
+    # A trial goes on from a rung only once another trial has reached it too (bootstrap_count 1):
+    # the sweep's first trials no longer run to the end unopposed.
+    "successive_halving_5_bootstrap": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 5,
+                                       "bootstrap_count": 1},
+    "successive_halving_6_bootstrap": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 6,
+                                       "bootstrap_count": 1},
     # Every epoch, a trial goes on only while its best so far is in the top third (quarter) of the
     # finished trials' values at that epoch.
     "top_third": {"_target_": "optuna.pruners.PercentilePruner", "percentile": 33.3, "n_startup_trials": 2,
