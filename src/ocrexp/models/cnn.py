@@ -13,21 +13,34 @@ def tutorial_cnn(
     kernel_size: int = 3,
     dense_units: int = 128,
     dropout: float = 0.5,
+    stem: str = "pool",
     name: str = "cnn",
 ):
     """the Keras tutorial's CNN (225,034 parameters on 28x28x1, 10 classes, with the defaults).
 
     Conv2D(32, 3x3, relu) -> MaxPool(2) -> Conv2D(64, 3x3, relu) -> MaxPool(2) -> Flatten
     -> Dense(128, relu) -> Dropout(0.5) -> Dense(classes, softmax).
+
+    ``stem="strided"`` replaces the first Conv2D and MaxPool with one Conv2D of kernel
+    ``kernel_size + 1`` and stride 2: the same receptive field and output grid (13x13 on MNIST)
+    without computing, pooling away and back-propagating through the full-resolution map.
     """
     import keras
     from keras import layers
 
+    if stem == "pool":
+        first = [layers.Conv2D(conv1_filters, kernel_size, activation="relu", name="conv1"),
+                 layers.MaxPooling2D(2, name="pool1")]
+    elif stem == "strided":
+        first = [layers.Conv2D(conv1_filters, kernel_size + 1, strides=2, activation="relu", name="conv1")]
+    else:
+        from ocrexp.errors import ConfigError
+
+        raise ConfigError(f"model.stem={stem!r} is not allowed: choose pool (the tutorial's) or strided.")
     return keras.Sequential(
         [
             keras.Input(shape=tuple(input_shape), name="image"),
-            layers.Conv2D(conv1_filters, kernel_size, activation="relu", name="conv1"),
-            layers.MaxPooling2D(2, name="pool1"),
+            *first,
             layers.Conv2D(conv2_filters, kernel_size, activation="relu", name="conv2"),
             layers.MaxPooling2D(2, name="pool2"),
             layers.Flatten(name="flatten"),
