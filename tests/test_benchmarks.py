@@ -70,3 +70,15 @@ def test_pruning_replay_reads_a_recorded_sweep_and_replays_it_through_pruners(tm
     epochs, best = pruning_replay.replay(trial_curves, make_pruner({"name": "successive_halving", "min_resource": 1,
                                                                     "reduction_factor": 3}))
     assert best == 0.97 and epochs < 18
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_benchmark_times_each_recipe_and_prints_the_ratios(mnist):
+    script = next(p for p in SCRIPTS if p.stem == "time_to_accuracy")
+    proc = subprocess.run([sys.executable, str(script), "--seeds", "0", "--target", "0.5", "--tutorial-epochs", "1",
+                           "--limit-train", "2000"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("speedrun", "tutorial", "tutorial-code"):  # 2,000 images are enough for 50 %
+        (line,) = [x for x in proc.stdout.splitlines() if x.startswith(f"seed 0 {name:>13}: ")]
+        assert "not reached" not in line and " ep1 " in line
+    assert "speedrun reaches it" in proc.stdout and "x sooner than tutorial-code (medians)" in proc.stdout
