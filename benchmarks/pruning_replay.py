@@ -84,6 +84,9 @@ def main() -> None:
             full = sum(map(len, trial_curves))
             unpruned_best = (max if direction == "maximize" else min)(c[-1] for c in trial_curves)
             epochs, best = replay(trial_curves, make_pruner(pruner_spec(name)), direction, args.jobs)
+            if best is None:  # it pruned every trial
+                cells.append(f"{epochs / full:>8.0%} all pruned")
+                continue
             gap = abs(unpruned_best - best) * 100
             cells.append(f"{epochs / full:>8.0%} {'-' if direction == 'maximize' else '+'}{gap:.2f} pt")
         print(f"{name:<22}" + "".join(f"{cell:>22}" for cell in cells))

@@ -82,3 +82,25 @@ def test_time_to_accuracy_benchmark_times_each_recipe_and_prints_the_ratios(mnis
         (line,) = [x for x in proc.stdout.splitlines() if x.startswith(f"seed 0 {name:>13}: ")]
         assert "not reached" not in line and " ep1 " in line
     assert "speedrun reaches it" in proc.stdout and "x sooner than tutorial-code (medians)" in proc.stdout
+
+
+def test_pruning_benchmark_summarizes_a_sweep_whose_every_trial_was_pruned(tmp_path, monkeypatch):
+    """Successive halving with bootstrap_count pruned all 20 trials of a real sweep: no best, no traceback."""
+    import argparse
+
+    import optuna
+
+    from ocrexp.pruning import open_storage
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS[0].parent))
+    import pruning_benchmark
+
+    journal = tmp_path / "mlruns" / "optuna" / "bench-x.journal"
+    journal.parent.mkdir(parents=True)
+    study = optuna.create_study(study_name="bench-x", direction="maximize", storage=open_storage(str(journal)))
+    for value in (0.9, 0.8):
+        trial = study.ask()
+        trial.report(value, 1)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    row = pruning_benchmark.summarize(argparse.Namespace(root=tmp_path), "bench-x", 12.0)
+    assert row["trials"] == row["pruned"] == 2 and row["epochs"] == 2 and row["best_val_accuracy"] is None
