@@ -104,3 +104,14 @@ def test_pruning_benchmark_summarizes_a_sweep_whose_every_trial_was_pruned(tmp_p
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     row = pruning_benchmark.summarize(argparse.Namespace(root=tmp_path), "bench-x", 12.0)
     assert row["trials"] == row["pruned"] == 2 and row["epochs"] == 2 and row["best_val_accuracy"] is None
+
+
+@pytest.mark.slow
+def test_step_profile_lists_the_train_steps_costliest_ops(mnist):
+    script = next(p for p in SCRIPTS if p.stem == "step_profile")
+    proc = subprocess.run([sys.executable, str(script), "debug=fast", "--steps", "16", "--top", "5"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    header, columns, *ops = proc.stdout.splitlines()
+    assert header.startswith("debug=fast: batch 64, ") and "ms per step" in header
+    assert len(ops) == 5 and any("Conv2D" in op for op in ops)  # the convolutions are among the costliest
