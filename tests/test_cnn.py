@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ocrexp import config
 from ocrexp.config import compose
 from ocrexp.errors import ConfigError
 from ocrexp.models import build_model
@@ -35,6 +36,9 @@ def test_the_strided_stem_gives_the_second_conv_the_tutorial_stems_grid_with_one
         "conv1").output.shape == (None, 12, 12, 32)
 
 
-def test_an_unknown_stem_is_one_config_error():
-    with pytest.raises(ConfigError, match="model.stem='avg' is not allowed: choose pool .* or strided"):
-        build_model(compose("model.stem=avg").model, (28, 28, 1), 10)
+def test_an_unknown_stem_is_one_config_error_before_anything_is_built():
+    cfg = compose("model.stem=avg")
+    with pytest.raises(ConfigError, match="^model.stem='avg' is not allowed: choose pool or strided.$"):
+        config.validate(cfg)
+    with pytest.raises(ConfigError, match="^model.stem='avg' is not allowed: choose pool or strided.$"):
+        build_model(cfg.model, (28, 28, 1), 10)  # the builder says the same to callers that skip validation

@@ -193,6 +193,10 @@ def validate(cfg: DictConfig) -> None:
             _check(_number(value) and 0 <= value < 1, key, value, "use a rate in [0, 1)")
         elif setting.endswith(("filters", "units")) and (item or value is not None):  # null: no such layer
             _check(_count(value), key, value, "use a positive integer")
+        elif setting == "stem":
+            from ocrexp.models.cnn import STEMS
+
+            _check(value in STEMS, key, value, "choose " + " or ".join(STEMS))
     lr = cfg.optimizer.get("lr")
     _check(_positive(lr), "optimizer.lr", lr, "use a positive learning rate such as 1e-3")
     _validate_training(cfg)

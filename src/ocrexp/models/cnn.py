@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+# tutorial_cnn's first blocks: the tutorial's Conv-MaxPool, or one strided Conv
+STEMS = ("pool", "strided")
+
 
 def tutorial_cnn(
     input_shape: Sequence[int],
@@ -33,10 +36,10 @@ def tutorial_cnn(
                  layers.MaxPooling2D(2, name="pool1")]
     elif stem == "strided":
         first = [layers.Conv2D(conv1_filters, kernel_size + 1, strides=2, activation="relu", name="conv1")]
-    else:
+    else:  # config.validate rejects it first; this is for callers of the function itself
         from ocrexp.errors import ConfigError
 
-        raise ConfigError(f"model.stem={stem!r} is not allowed: choose pool (the tutorial's) or strided.")
+        raise ConfigError(f"model.stem={stem!r} is not allowed: choose {' or '.join(STEMS)}.")
     return keras.Sequential(
         [
             keras.Input(shape=tuple(input_shape), name="image"),
