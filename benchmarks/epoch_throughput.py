@@ -20,17 +20,24 @@ import statistics
 import time
 
 
-def tutorial_path(data):
-    """The tutorial's own code: a compiled model and the call that trains one epoch."""
+def tutorial_code(x_train, y_train, seed: int = 0):
+    """The tutorial's own code up to ``fit``: (compiled model, float images scaled up front, one-hot
+    labels); it trains with ``model.fit(x, y, batch_size=64, validation_split=0.2)``."""
     import keras
 
     from ocrexp.models.cnn import tutorial_cnn
 
-    x = data.x_train.astype("float32") / 255.0
-    y = keras.utils.to_categorical(data.y_train, 10)
-    keras.utils.set_random_seed(0)
+    x = x_train.astype("float32") / 255.0
+    y = keras.utils.to_categorical(y_train, 10)
+    keras.utils.set_random_seed(seed)
     model = tutorial_cnn((28, 28, 1), 10)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    return model, x, y
+
+
+def tutorial_path(data):
+    """The tutorial's own code: a compiled model and the call that trains one epoch."""
+    model, x, y = tutorial_code(data.x_train, data.y_train)
     return lambda: model.fit(x, y, batch_size=64, epochs=1, validation_split=0.2, verbose=0)
 
 

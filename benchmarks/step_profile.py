@@ -47,15 +47,17 @@ def profile(overrides: list[str], steps: int, logdir: Path) -> tuple[int, int, f
 
     import tensorflow as tf
 
-    from ocrexp import fitting
-    from ocrexp.config import compose
+    from ocrexp import config, fitting
     from ocrexp.train import prepare
 
-    cfg = compose("tracking=none", "trainer.verbose=0", *overrides)
+    cfg = config.compose("tracking=none", "trainer.verbose=0", *overrides)
     run = prepare(cfg)
     stream, _ = fitting.datasets(cfg, run.splits, run.data.num_classes)
-    trainee = fitting.training_model(run.model)
-    fitting.compile_trainee(trainee, cfg, float(cfg.optimizer.lr), steps, 1)
+    trainee = fitting.training_model(run.model, config.instantiate(cfg.augmentation, seed=cfg.seed))
+    per_epoch = -(-len(run.splits.x_train) // cfg.trainer.batch_size)
+    schedule = config.instantiate(cfg.schedule, lr=float(cfg.optimizer.lr), steps_per_epoch=per_epoch,
+                                  epochs=int(cfg.trainer.epochs))  # the recipe's own schedule and augmentation
+    fitting.compile_trainee(trainee, cfg, schedule.learning_rate, per_epoch, int(cfg.trainer.epochs))
     data = stream.dataset.repeat()
     fitting.build_state(trainee, data)
     per_call = int(cfg.trainer.steps_per_execution)

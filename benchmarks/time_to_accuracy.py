@@ -71,18 +71,13 @@ def ocrexp_curve(overrides: list[str], seed: int, epochs: int | None, limit_trai
 
 
 def tutorial_code_curve(seed: int, epochs: int, limit_train: int | None) -> tuple[list, bool]:
-    """The tutorial's own code (``epoch_throughput.tutorial_path``'s), for ``epochs`` epochs."""
-    import keras
+    """The tutorial's own code (``epoch_throughput.py``'s), for ``epochs`` epochs."""
+    from epoch_throughput import tutorial_code
 
     from ocrexp.data import mnist
-    from ocrexp.models.cnn import tutorial_cnn
 
     data = mnist.load()
-    x = data.x_train[:limit_train].astype("float32") / 255.0
-    y = keras.utils.to_categorical(data.y_train[:limit_train], 10)
-    keras.utils.set_random_seed(seed)
-    model = tutorial_cnn((28, 28, 1), 10)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    model, x, y = tutorial_code(data.x_train[:limit_train], data.y_train[:limit_train], seed)
     curve: list[tuple[int, float, float]] = []
     callback = test_accuracy_callback(data.x_test.astype("float32") / 255.0, data.y_test, 64, curve)
     model.fit(x, y, batch_size=64, epochs=epochs, validation_split=0.2, verbose=0, callbacks=[callback])
