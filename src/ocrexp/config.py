@@ -197,6 +197,8 @@ def validate(cfg: DictConfig) -> None:
             from ocrexp.models.cnn import STEMS
 
             _check(value in STEMS, key, value, "choose " + " or ".join(STEMS))
+        elif setting == "crop":
+            _check(type(value) is int and value >= 0, key, value, "use 0 or a positive number of pixels")
     lr = cfg.optimizer.get("lr")
     _check(_positive(lr), "optimizer.lr", lr, "use a positive learning rate such as 1e-3")
     _validate_training(cfg)
@@ -273,6 +275,10 @@ def _validate_model(model: DictConfig) -> None:
            "model.init_from", uri, "use runs:/<run_id>/model, models:/<name>/<version>, a .keras or .h5 file, or null")
     freeze = model.get("freeze_features", False)
     _check(isinstance(freeze, bool), "model.freeze_features", freeze, "use true or false")
+    whiten = model.get("whiten", False)
+    _check(isinstance(whiten, bool), "model.whiten", whiten, "use true or false")
+    if whiten and uri:
+        raise ConfigError("model.whiten=true sets up a freshly built model's first layer; drop it or model.init_from.")
     if "weights" in model:
         w = model.weights
         _check(w is None or w == "imagenet" or (isinstance(w, str) and os.path.isfile(os.path.expanduser(w))),

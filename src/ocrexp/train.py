@@ -75,6 +75,10 @@ def prepare(cfg: DictConfig) -> Prepared:
     # Under a strategy, the model's variables are mirrored on every replica; fitting trains in its scope.
     with strategy.scope() if strategy else contextlib.nullcontext():
         model, provenance = build_model(cfg.model, data.input_shape, data.num_classes, tracking_uri(cfg.tracking))
+        if cfg.model.get("whiten"):
+            from ocrexp.models.whitening import whiten_first_conv
+
+            whiten_first_conv(model, splits.x_train, cfg.dataset.scale)
     replicas = strategy.num_replicas_in_sync if strategy else 1
     return Prepared(data, splits, model, provenance, device, replicas)
 

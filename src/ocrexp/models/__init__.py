@@ -5,6 +5,8 @@ shares, which the builder never sees:
 
 - ``init_from``: start from an earlier model instead of building a fresh one (``models.transfer``);
 - ``freeze_features``: train only the classification layer;
+- ``whiten``: fix the first convolution to whiten the training images' patches (``models.whitening``,
+  applied by ``train.prepare``, which has the images);
 - ``fine_tune``: an optional second phase (``ocrexp.fitting``).
 """
 
@@ -14,7 +16,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-SHARED_KEYS = ("init_from", "freeze_features", "fine_tune")
+SHARED_KEYS = ("init_from", "freeze_features", "fine_tune", "whiten")
 
 
 def build_model(model_cfg: DictConfig, input_shape: Sequence[int], num_classes: int,

@@ -17,6 +17,7 @@ def tutorial_cnn(
     dense_units: int = 128,
     dropout: float = 0.5,
     stem: str = "pool",
+    crop: int = 0,
     name: str = "cnn",
 ):
     """the Keras tutorial's CNN (225,034 parameters on 28x28x1, 10 classes, with the defaults).
@@ -27,6 +28,10 @@ def tutorial_cnn(
     ``stem="strided"`` replaces the first Conv2D and MaxPool with one Conv2D of kernel
     ``kernel_size + 1`` and stride 2: the same receptive field and output grid (13x13 on MNIST)
     without computing, pooling away and back-propagating through the full-resolution map.
+
+    ``crop`` pixels are cut from every border first (a ``Cropping2D`` layer, so the model still takes
+    the dataset's full images): MNIST's digits sit in the central 20x20 box, and the convolutions
+    need not run over the empty frame around it.
     """
     import keras
     from keras import layers
@@ -43,6 +48,7 @@ def tutorial_cnn(
     return keras.Sequential(
         [
             keras.Input(shape=tuple(input_shape), name="image"),
+            *([layers.Cropping2D(crop, name="crop")] if crop else []),
             *first,
             layers.Conv2D(conv2_filters, kernel_size, activation="relu", name="conv2"),
             layers.MaxPooling2D(2, name="pool2"),
