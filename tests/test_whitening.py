@@ -83,3 +83,11 @@ def test_crop_cuts_every_border_and_keeps_the_full_input():
     assert model.get_layer("crop").output.shape == (None, 26, 26, 1)
     assert model.get_layer("conv1").output.shape == (None, 12, 12, 16)
     assert "crop" not in [layer.name for layer in build_model(compose().model, (28, 28, 1), 10)[0].layers]
+
+
+def test_the_run_header_counts_the_frozen_first_layer():
+    from ocrexp.train import header, prepare
+
+    cfg = compose("experiment=speedrun", "debug=fast", "tracking=none")
+    line = header(cfg, prepare(cfg))
+    assert line.startswith("speedrun: cnn (81,970 params, 272 frozen) on mnist (")  # conv1: 16 x (4x4 + 1)

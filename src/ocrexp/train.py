@@ -200,7 +200,10 @@ def run_name(cfg: DictConfig) -> str:
 def header(cfg: DictConfig, run: Prepared) -> str:
     """The line a run starts with: what trains on what, where."""
     s = run.splits
-    return (f"{run_name(cfg)}: {run.model.name} ({run.model.count_params():,} params) on {run.data.name} "
+    # layers set not to train (model.whiten, freeze_features), not BatchNorm's running statistics
+    frozen = sum(layer.count_params() for layer in run.model.layers if not layer.trainable)
+    params = f"{run.model.count_params():,} params" + (f", {frozen:,} frozen" if frozen else "")
+    return (f"{run_name(cfg)}: {run.model.name} ({params}) on {run.data.name} "
             f"({len(s.x_train):,} train / {len(s.x_val):,} val / {len(s.x_test):,} test images), "
             f"{cfg.trainer.epochs} epoch{'s' if cfg.trainer.epochs != 1 else ''}, {run.device}"
             + (f", {run.replicas} replicas" if run.replicas > 1 else "") + _precision())
