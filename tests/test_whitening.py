@@ -73,6 +73,8 @@ def test_whiten_and_crop_settings_are_checked_before_tensorflow_loads():
         config.validate(compose("model.whiten=yes"))
     with pytest.raises(ConfigError, match="^model.whiten=true sets up a freshly built model's first layer"):
         config.validate(compose("model.whiten=true", "model.init_from=runs:/abc/model"))
+    with pytest.raises(ConfigError, match=r"^model.whiten=true needs an even number .* model.conv1_filters is 15\.$"):
+        config.validate(compose("model.whiten=true", "model.conv1_filters=15"))
     with pytest.raises(ConfigError, match="^model.crop=-1 is not allowed: use 0 or a positive number of pixels.$"):
         config.validate(compose("model.crop=-1"))
 

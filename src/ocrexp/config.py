@@ -279,6 +279,10 @@ def _validate_model(model: DictConfig) -> None:
     _check(isinstance(whiten, bool), "model.whiten", whiten, "use true or false")
     if whiten and uri:
         raise ConfigError("model.whiten=true sets up a freshly built model's first layer; drop it or model.init_from.")
+    first = model.get("conv1_filters")
+    if whiten and isinstance(first, int) and first % 2:  # the builder-independent check is in models.whitening
+        raise ConfigError(f"model.whiten=true needs an even number of filters in the first convolution "
+                          f"(they come in pairs of opposite sign); model.conv1_filters is {first}.")
     if "weights" in model:
         w = model.weights
         _check(w is None or w == "imagenet" or (isinstance(w, str) and os.path.isfile(os.path.expanduser(w))),
