@@ -76,12 +76,18 @@ def test_pruning_replay_reads_a_recorded_sweep_and_replays_it_through_pruners(tm
 def test_time_to_accuracy_benchmark_times_each_recipe_and_prints_the_ratios(mnist):
     script = next(p for p in SCRIPTS if p.stem == "time_to_accuracy")
     proc = subprocess.run([sys.executable, str(script), "--seeds", "0", "--target", "0.5", "--tutorial-epochs", "1",
-                           "--limit-train", "2000"], capture_output=True, text=True, timeout=600)
+                           "--limit-train", "2000", "--recipe", "trained-stem=experiment=speedrun model.whiten=false"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("speedrun", "tutorial", "tutorial-code"):  # 2,000 images are enough for 50 %
+    for name in ("speedrun", "tutorial", "tutorial-code", "trained-stem"):  # 2,000 images are enough for 50 %
         (line,) = [x for x in proc.stdout.splitlines() if x.startswith(f"seed 0 {name:>13}: ")]
         assert "not reached" not in line and " ep1 " in line
     assert "speedrun reaches it" in proc.stdout and "x sooner than tutorial-code (medians)" in proc.stdout
+    assert "x sooner than trained-stem (medians)" in proc.stdout
+    unknown = subprocess.run([sys.executable, str(script), "--recipes", "speedrun", "fastest"], capture_output=True,
+                             text=True, timeout=600)
+    assert unknown.returncode == 2 and "unknown recipe 'fastest': choose from speedrun, tutorial, tutorial-code " \
+                                      "or add it with --recipe" in unknown.stderr
 
 
 def test_pruning_benchmark_summarizes_a_sweep_whose_every_trial_was_pruned(tmp_path, monkeypatch):
