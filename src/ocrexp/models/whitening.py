@@ -15,7 +15,9 @@ import numpy as np
 
 from ocrexp.errors import ConfigError
 
-SAMPLE = 4000  # training images the patch statistics come from; more changed nothing measurable
+# Training images the patch statistics come from (0.1 s): the speedrun's seeds 0-4 averaged 99.07 % with
+# 4,000, 99.12 % with 16,000 and 99.11 % with all 58,800 (1 s).
+SAMPLE = 16_000
 EPS = 5e-4  # keeps the faint directions (the blank frame's) from being scaled up without bound
 _CHUNK = 500
 
@@ -45,11 +47,11 @@ def patch_whitening(images: np.ndarray, kernel_size: tuple[int, int], strides: t
         raise ConfigError(f"model.whiten=true gives at most {2 * size} first-layer filters for "
                           f"{kh}x{kw} patches of {channels} channel(s); the model asks for {filters}.")
     total, outer, count = np.zeros(size), np.zeros((size, size)), 0
-    for start in range(0, len(images), _CHUNK):  # float64 sums without holding every patch at once
+    for start in range(0, len(images), _CHUNK):  # chunks: every patch at once would be ~150 bytes per pixel
         windows = np.lib.stride_tricks.sliding_window_view(images[start:start + _CHUNK], (kh, kw), axis=(1, 2))
-        patches = windows[:, ::sh, ::sw].transpose(0, 1, 2, 4, 5, 3).reshape(-1, size).astype(np.float64)
-        total += patches.sum(0)
-        outer += patches.T @ patches
+        patches = windows[:, ::sh, ::sw].transpose(0, 1, 2, 4, 5, 3).reshape(-1, size)
+        total += patches.sum(0, dtype=np.float64)
+        outer += patches.T @ patches  # float32 within a chunk, float64 across chunks
         count += len(patches)
     mean = total / count
     eigenvalues, eigenvectors = np.linalg.eigh(outer / count - np.outer(mean, mean))
