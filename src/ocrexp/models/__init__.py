@@ -5,8 +5,9 @@ shares, which the builder never sees:
 
 - ``init_from``: start from an earlier model instead of building a fresh one (``models.transfer``);
 - ``freeze_features``: train only the classification layer;
-- ``whiten``: fix the first convolution to whiten the training images' patches (``models.whitening``,
-  applied by ``train.prepare``, which has the images);
+- ``whiten`` (``cnn`` and ``cnn_bn``; not VGG16, whose first layer is pretrained): fix the first
+  convolution to whiten the training images' patches (``models.whitening``, applied by
+  ``train.prepare``, which has the images);
 - ``fine_tune``: an optional second phase (``ocrexp.fitting``).
 """
 
