@@ -38,6 +38,12 @@ def _python(tmp_path, body: str, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def _ctrl_c_enabled() -> None:
+    """Undo an inherited SIG_IGN for SIGINT (tests started in the background by a shell without job
+    control have one, and Python then never raises KeyboardInterrupt), as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _gone(pid: int, within_s: float = 20.0) -> bool:
     deadline = time.monotonic() + within_s
     while True:
@@ -94,7 +100,7 @@ def test_the_server_outlives_ctrl_c_so_the_run_can_record_it_and_ends_with_its_p
         except KeyboardInterrupt:
             client.set_terminated(run.info.run_id, "KILLED")
             print(client.get_run(run.info.run_id).info.status, flush=True)
-    """, start_new_session=True)
+    """, start_new_session=True, preexec_fn=_ctrl_c_enabled)
     server = int(proc.stdout.readline())
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole foreground group
     out, err = proc.communicate(timeout=60)
