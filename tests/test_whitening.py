@@ -93,3 +93,13 @@ def test_the_run_header_counts_the_frozen_first_layer():
     cfg = compose("experiment=speedrun", "debug=fast", "tracking=none")
     line = header(cfg, prepare(cfg))
     assert line.startswith("speedrun: cnn (81,970 params, 272 frozen) on mnist (")  # conv1: 16 x (4x4 + 1)
+
+
+def test_a_functional_model_without_a_bias_gets_its_first_convolution_whitened():
+    model, _ = build_model(compose("model=cnn_bn", "model.whiten=true").model, (28, 28, 1), 10)
+    images = (np.random.default_rng(0).random((500, 28, 28, 1)) * 255).astype(np.uint8)
+    whiten_first_conv(model, images, 255.0)
+    conv = model.get_layer("block1_conv1")  # 5x5, no bias: BatchNorm centres its output
+    assert not conv.trainable and not conv.use_bias
+    kernel, _ = patch_whitening(images.astype(np.float32) / 255.0, (5, 5), (1, 1), 32)
+    assert np.allclose(np.asarray(conv.kernel), kernel)

@@ -30,7 +30,8 @@ def first_conv(model):
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
             return layer, before
-        before.append(layer)
+        if not isinstance(layer, keras.layers.InputLayer):  # a functional model lists its input first
+            before.append(layer)
     raise ConfigError(f"model.whiten=true needs a model that starts with a convolution; {model.name} has none.")
 
 
