@@ -103,3 +103,11 @@ def test_a_functional_model_without_a_bias_gets_its_first_convolution_whitened()
     assert not conv.trainable and not conv.use_bias
     kernel, _ = patch_whitening(images.astype(np.float32) / 255.0, (5, 5), (1, 1), 32)
     assert np.allclose(np.asarray(conv.kernel), kernel)
+
+
+@pytest.mark.parametrize("crop", [11, 14])
+def test_a_crop_that_leaves_too_little_image_is_one_config_error(crop):
+    with pytest.raises(ConfigError, match=rf"^the tutorial CNN's maps shrink to nothing on 28x28 images with "
+                                          rf"model.crop={crop}, model.stem=pool and model.kernel_size=3: use a "
+                                          r"smaller crop or kernel\.$"):
+        build_model(compose(f"model.crop={crop}").model, (28, 28, 1), 10)

@@ -45,21 +45,26 @@ def tutorial_cnn(
         from ocrexp.errors import ConfigError
 
         raise ConfigError(f"model.stem={stem!r} is not allowed: choose {' or '.join(STEMS)}.")
-    return keras.Sequential(
-        [
-            keras.Input(shape=tuple(input_shape), name="image"),
-            *([layers.Cropping2D(crop, name="crop")] if crop else []),
-            *first,
-            layers.Conv2D(conv2_filters, kernel_size, activation="relu", name="conv2"),
-            layers.MaxPooling2D(2, name="pool2"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(dense_units, activation="relu", name="dense"),
-            layers.Dropout(dropout, name="dropout"),
-            # float32 output keeps softmax stable under mixed precision
-            layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs"),
-        ],
-        name=name,
-    )
+    stack = [
+        keras.Input(shape=tuple(input_shape), name="image"),
+        *([layers.Cropping2D(crop, name="crop")] if crop else []),
+        *first,
+        layers.Conv2D(conv2_filters, kernel_size, activation="relu", name="conv2"),
+        layers.MaxPooling2D(2, name="pool2"),
+        layers.Flatten(name="flatten"),
+        layers.Dense(dense_units, activation="relu", name="dense"),
+        layers.Dropout(dropout, name="dropout"),
+        # float32 output keeps softmax stable under mixed precision
+        layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs"),
+    ]
+    try:
+        return keras.Sequential(stack, name=name)
+    except ValueError:  # Keras: "Computed output size would be zero or negative", or cropping too large
+        from ocrexp.errors import ConfigError
+
+        h, w = input_shape[:2]
+        raise ConfigError(f"the tutorial CNN's maps shrink to nothing on {h}x{w} images with model.crop={crop}, "
+                          f"model.stem={stem} and model.kernel_size={kernel_size}: use a smaller crop or kernel.") from None
 
 
 def bn_cnn(
