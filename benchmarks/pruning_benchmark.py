@@ -30,8 +30,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
-SHIPPED = REPO / "conf" / "hparams_search" / "cnn_optuna_hyperband.yaml"
-# name -> its hydra.sweeper.pruner; "hyperband" is the shipped cnn_optuna_hyperband's, read from its file.
+# pruners whose settings are a shipped config's (read from it, run as hparams_search=<config>)
+SHIPPED = {"hyperband": "cnn_optuna_hyperband", "rung_rank": "cnn_optuna_pruned"}
+# name -> its hydra.sweeper.pruner (None: the shipped config's)
 PRUNERS: dict[str, Any] = {
     "unpruned": "none",
     "hyperband": None,
@@ -45,6 +46,10 @@ PRUNERS: dict[str, Any] = {
                                        "bootstrap_count": 1},
     "successive_halving_6_bootstrap": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 6,
                                        "bootstrap_count": 1},
+    # ocrexp's own (src/ocrexp/rung_pruner.py), shipped as cnn_optuna_pruned: rungs at 1, 2 and 4 epochs,
+    # the top quarter goes on, re-ranked at every report. rung_rank_3: the top third.
+    "rung_rank": None,
+    "rung_rank_3": {"name": "rung_rank", "min_resource": 1, "max_resource": 4, "reduction_factor": 3},
     # Every epoch, a trial goes on only while its best so far is in the top third (quarter) of the
     # finished trials' values at that epoch.
     "top_third": {"_target_": "optuna.pruners.PercentilePruner", "percentile": 33.3, "n_startup_trials": 2,
@@ -59,14 +64,15 @@ def pruner_spec(name: str) -> Any:
     if PRUNERS[name] is None:
         from omegaconf import OmegaConf
 
-        return OmegaConf.to_container(OmegaConf.load(SHIPPED).hydra.sweeper.pruner)
+        path = REPO / "conf" / "hparams_search" / f"{SHIPPED[name]}.yaml"
+        return OmegaConf.to_container(OmegaConf.load(path).hydra.sweeper.pruner)
     return PRUNERS[name]
 
 
 def overrides(name: str) -> list[str]:
     """The command-line overrides that select pruner ``name``."""
     if PRUNERS[name] is None:
-        return ["hparams_search=cnn_optuna_hyperband"]
+        return [f"hparams_search={SHIPPED[name]}"]
     spec = PRUNERS[name]
     if isinstance(spec, str):
         return ["hparams_search=cnn_optuna", f"hydra.sweeper.pruner={spec}"]
@@ -81,7 +87,7 @@ def run_sweep(args: argparse.Namespace, variant: str, study: str) -> float:
         f"dataset.limit_train={args.limit_train}", f"dataset.validation_split={args.validation_split}",
         "tracking.log_model=false", "tracking.log_plots=false", "tracking.experiment_name=pruning-benchmark",
         f"hydra.sweeper.sampler={args.sampler}", f"hydra.sweeper.n_trials={args.trials}",
-        f"hydra.sweeper.n_jobs={args.jobs}", f"hydra.sweeper.study_name={study}",
+        f"hydra.sweeper.n_jobs={args.jobs}", f"hydra.sweeper.study_name={study}", *args.override,
     ]
     env = {**os.environ, "OCREXP_ROOT": str(args.root),
            "OCREXP_DATA_DIR": os.environ.get("OCREXP_DATA_DIR", str(REPO / "data"))}
@@ -114,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=9, help="epochs per trial (Hyperband's max_resource)")
-    parser.add_argument("--pruners", default="hyperband", help="comma list of " + ", ".join(list(PRUNERS)[1:]))
+    parser.add_argument("--pruners", default="hyperband", help="comma list of " + ", ".join(list(PRUNERS)[1:]) + " ('': the unpruned sweep alone)")
     parser.add_argument("--jobs", type=int, default=2, help="trials at once")
     parser.add_argument("--sampler", default="random", help="random keeps both sweeps on the same configurations")
     parser.add_argument("--seed", type=int, default=42)
@@ -122,6 +128,8 @@ def main() -> None:
                         help="training images, --validation-split of them held out (more: a steadier ranking, slower)")
     parser.add_argument("--validation-split", type=float, default=0.2,
                         help="of --limit-train; more validation images make 0.1 point more than noise")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Hydra override for every sweep, e.g. schedule=cosine (repeatable)")
     parser.add_argument("--root", type=Path, default=REPO / "mlruns" / "pruning-benchmark")
     parser.add_argument("--reuse-unpruned", type=Path, default=None,
                         help="summary.json of an earlier run with the same settings: take its unpruned sweep")
@@ -133,7 +141,7 @@ def main() -> None:
     rows = []
     if args.reuse_unpruned:  # the unpruned sweep of an earlier run with the same settings
         rows.append(json.loads(args.reuse_unpruned.read_text())["runs"][0])
-    for variant in ([] if rows else ["unpruned"]) + args.pruners.split(","):
+    for variant in ([] if rows else ["unpruned"]) + [name for name in args.pruners.split(",") if name]:
         study = f"bench-{variant}-{stamp}"
         rows.append({"run": variant, **summarize(args, study, run_sweep(args, variant, study))})
 

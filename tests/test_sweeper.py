@@ -144,7 +144,7 @@ def test_pruners_build_from_names_and_mappings():
     assert type(make_pruner({"_target_": "optuna.pruners.ThresholdPruner", "lower": 0.5})).__name__ == "ThresholdPruner"
 
 
-@pytest.mark.parametrize("search", ["cnn_optuna", "cnn_optuna_hyperband", "vgg16_optuna"])
+@pytest.mark.parametrize("search", ["cnn_optuna", "cnn_optuna_hyperband", "cnn_optuna_pruned", "vgg16_optuna"])
 def test_shipped_hparams_search_configs_compose_with_the_sweeper(search):
     cfg = compose(f"hparams_search={search}", "trainer.epochs=9", hydra=True)
     sweeper = cfg.hydra.sweeper
@@ -156,8 +156,10 @@ def test_shipped_hparams_search_configs_compose_with_the_sweeper(search):
     if search.startswith("cnn"):
         assert space.distributions["model.conv1_filters"] == IntDistribution(32, 128, step=32)
         assert space.distributions["model.dense_units"] == IntDistribution(64, 256, step=64)
-    if search != "cnn_optuna":
+    if search in ("cnn_optuna_hyperband", "vgg16_optuna"):
         assert sweeper.pruner.name == "hyperband" and sweeper.pruner.max_resource == 3
+    if search == "cnn_optuna_pruned":
+        assert make_pruner(sweeper.pruner).rungs == (1, 2, 4)
 
 
 def test_slurm_launcher_config_composes_with_the_sweeper():
@@ -226,6 +228,21 @@ def test_the_shipped_hyperband_config_prunes_most_trials_early(app, tmp_path):
     assert len(states["COMPLETE"]) + len(states["PRUNED"]) == 12
     assert len(states["PRUNED"]) >= 6, "the shipped Hyperband settings should stop most trials"
     assert all(max(t.intermediate_values) <= 3 for t in states["PRUNED"])  # both brackets decide by epoch 3
+
+
+def test_the_shipped_rung_rank_config_prunes_most_trials_early(app, tmp_path):
+    # The toy trials rise linearly, so ranks never change: after the first few, only a trial that
+    # beats the quarter of all before it at epoch 1 goes on.
+    shipped = compose("hparams_search=cnn_optuna_pruned", hydra=True).hydra.sweeper.pruner
+    spec = "{" + ", ".join(f"{k}: {v}" for k, v in shipped.items()) + "}"
+    sweep(app, tmp_path, "hydra.sweeper.n_trials=12", "steps=9", "hydra/launcher=basic", f"hydra.sweeper.pruner={spec}")
+    states = by_state(load_study(tmp_path))
+    assert len(states["COMPLETE"]) + len(states["PRUNED"]) == 12
+    assert len(states["PRUNED"]) >= 8, "the shipped rung_rank settings should stop most trials"
+    epochs = sum(len(t.intermediate_values) for t in states["COMPLETE"] + states["PRUNED"])
+    assert epochs <= 12 * 9 / 3
+    leader = max(states["COMPLETE"] + states["PRUNED"], key=lambda t: t.intermediate_values[1])
+    assert leader.state.name == "COMPLETE"  # the best at every rung is never stopped
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(app, tmp_path):

@@ -20,10 +20,11 @@ from ocrexp.errors import ConfigError
 from ocrexp.sweep_protocol import PRUNER_ATTR, RETRY_OF, TrialJob
 
 PRUNERS = {
-    "hyperband": "HyperbandPruner",
-    "median": "MedianPruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-    "none": "NopPruner",
+    "hyperband": "optuna.pruners.HyperbandPruner",
+    "median": "optuna.pruners.MedianPruner",
+    "successive_halving": "optuna.pruners.SuccessiveHalvingPruner",
+    "rung_rank": "ocrexp.rung_pruner.RungRankPruner",
+    "none": "optuna.pruners.NopPruner",
 }
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,9 @@ def split_spec(spec: Any, default: str) -> tuple[str, dict[str, Any]]:
 
 
 def make_pruner(spec: Any = None):
-    """An Optuna pruner from a name (``hyperband``, ``median``, ``successive_halving``, ``none``), a
-    mapping ``{name: …, **constructor arguments}``, or a Hydra ``{_target_: …}`` mapping."""
-    import optuna
+    """An Optuna pruner from a name (``hyperband``, ``median``, ``successive_halving``, ``rung_rank``,
+    ``none``), a mapping ``{name: …, **constructor arguments}``, or a Hydra ``{_target_: …}`` mapping."""
+    import importlib
 
     if isinstance(spec, Mapping) and "_target_" in spec:
         from hydra.utils import instantiate
@@ -92,8 +93,9 @@ def make_pruner(spec: Any = None):
     name, kwargs = split_spec(spec, "none")
     if name not in PRUNERS:
         raise ConfigError(f"hydra.sweeper.pruner={name!r} is not a known pruner: choose one of {', '.join(PRUNERS)}.")
+    module, _, cls = PRUNERS[name].rpartition(".")
     try:
-        return getattr(optuna.pruners, PRUNERS[name])(**kwargs)
+        return getattr(importlib.import_module(module), cls)(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"hydra.sweeper.pruner {name!r} rejects {kwargs}: {exc}.") from exc
 
