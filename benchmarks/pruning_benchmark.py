@@ -1,15 +1,20 @@
-"""Does Hyperband pruning find the same best model for a fraction of the training?
+"""Does pruning find the same best model for a fraction of the training?
 
 Runs Optuna sweeps of the tutorial CNN over ``cnn_optuna``'s search space with the same sampler, seed
 and trial budget on ``debug``-sized MNIST (2,000 images) but several epochs per trial: one without
-pruning (``hparams_search=cnn_optuna``), one with Hyperband (``cnn_optuna_hyperband``), and on
-request one with successive halving (Hyperband's most aggressive bracket alone). Training is
-deterministic and the default sampler is random, so every sweep evaluates the same configurations
-in the same order and they differ only in what pruning stops early. Every job reports its
-validation accuracy after each epoch, so the epochs a sweep trained are read from its study.
+pruning (``hparams_search=cnn_optuna``) and one per pruner asked for: the shipped configs'
+(``hyperband``: ``cnn_optuna_hyperband``; ``rung_rank``: ``cnn_optuna_pruned``) or variants listed in
+``PRUNERS``. Training is deterministic; with the random sampler every sweep evaluates the same
+configurations in the same order and they differ only in what pruning stops early (TPE samples others
+once trials are pruned). Every job reports its validation accuracy after each epoch, so the epochs a
+sweep trained are read from its study.
 
     python benchmarks/pruning_benchmark.py                        # 20 trials x 9 epochs, 2 at once
-    python benchmarks/pruning_benchmark.py --pruners hyperband,successive_halving --sampler tpe
+    python benchmarks/pruning_benchmark.py --sampler tpe --seed 1 --limit-train 12000 \
+        --validation-split 0.5 --override schedule=cosine --pruners rung_rank   # as cnn_optuna_pruned sweeps
+
+``--override`` goes to every sweep, the unpruned one included: ``cnn_optuna_pruned`` decays each
+trial's learning rate (``schedule=cosine``), so its unpruned counterpart must too.
 
 Goal: the pruned sweep's best validation accuracy is within 0.1 point of the unpruned one's,
 with at most a third of the epochs. Results go to ``--root`` (default ``mlruns/pruning-benchmark``, git-ignored:
@@ -46,10 +51,12 @@ PRUNERS: dict[str, Any] = {
                                        "bootstrap_count": 1},
     "successive_halving_6_bootstrap": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 6,
                                        "bootstrap_count": 1},
-    # ocrexp's own (src/ocrexp/rung_pruner.py), shipped as cnn_optuna_pruned: rungs at 1, 2 and 4 epochs,
-    # the top quarter goes on, re-ranked at every report. rung_rank_3: the top third.
+    # ocrexp's own (src/ocrexp/rung_pruner.py), shipped as cnn_optuna_pruned: rungs at epochs 1 and 2, the
+    # top quarter goes on, re-ranked at every report. Variants: the top third or fifth, a rung at 4 too.
     "rung_rank": None,
-    "rung_rank_3": {"name": "rung_rank", "min_resource": 1, "max_resource": 4, "reduction_factor": 3},
+    "rung_rank_3": {"name": "rung_rank", "min_resource": 1, "max_resource": 2, "reduction_factor": 3},
+    "rung_rank_5": {"name": "rung_rank", "min_resource": 1, "max_resource": 2, "reduction_factor": 5},
+    "rung_rank_to_4": {"name": "rung_rank", "min_resource": 1, "max_resource": 4, "reduction_factor": 4},
     # Every epoch, a trial goes on only while its best so far is in the top third (quarter) of the
     # finished trials' values at that epoch.
     "top_third": {"_target_": "optuna.pruners.PercentilePruner", "percentile": 33.3, "n_startup_trials": 2,
@@ -120,7 +127,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=9, help="epochs per trial (Hyperband's max_resource)")
-    parser.add_argument("--pruners", default="hyperband", help="comma list of " + ", ".join(list(PRUNERS)[1:]) + " ('': the unpruned sweep alone)")
+    parser.add_argument("--pruners", default="hyperband", help="comma list of " + ", ".join(list(PRUNERS)[1:])
+                        + " ('': the unpruned sweep alone)")
     parser.add_argument("--jobs", type=int, default=2, help="trials at once")
     parser.add_argument("--sampler", default="random", help="random keeps both sweeps on the same configurations")
     parser.add_argument("--seed", type=int, default=42)

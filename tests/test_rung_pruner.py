@@ -1,4 +1,4 @@
-"""RungRankPruner: ranks at rungs 1, 2, 4, keeps re-ranking, counts every trial that got there."""
+"""RungRankPruner: ranks at a few rungs, keeps re-ranking, counts every trial that got there."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def run(study: optuna.Study, curve: list[float]) -> tuple[str, int]:
 
 
 def test_rungs_double_from_min_to_max_resource():
-    assert RungRankPruner().rungs == (1, 2, 4)
+    assert RungRankPruner().rungs == (1, 2)
+    assert RungRankPruner(max_resource=4).rungs == (1, 2, 4)
     assert RungRankPruner(min_resource=2, max_resource=9, growth=3).rungs == (2, 6)
     assert RungRankPruner(min_resource=1, max_resource=4, growth=1.5).rungs == (1, 2, 3)
     with pytest.raises(ValueError, match="greater than 1"):
@@ -57,7 +58,7 @@ def test_a_trial_that_went_on_first_stops_once_better_ones_reach_its_rung():
 
 
 def test_ranking_uses_the_latest_rung_passed():
-    s = study(RungRankPruner(reduction_factor=2))
+    s = study(RungRankPruner(max_resource=4, reduction_factor=2))
     assert run(s, [0.5, 0.9, 0.9, 0.9, 0.9]) == ("COMPLETE", 5)  # rungs 1, 2 and 4 alone
     assert run(s, [0.9, 0.5, 0.5]) == ("PRUNED", 2)  # best at rung 1, 2nd of 2 at rung 2 (the top 1 goes on)
 
@@ -65,12 +66,12 @@ def test_ranking_uses_the_latest_rung_passed():
 @pytest.mark.parametrize("state, counts", [("RUNNING", True), ("PRUNED", True), ("COMPLETE", True), ("FAIL", False)])
 def test_which_trials_count_at_a_rung(state, counts):
     # Failed trials are left out: one the sweeper retries after its worker died reports its epochs again.
-    s = study(RungRankPruner(reduction_factor=2))
+    s = study(RungRankPruner(max_resource=4, reduction_factor=2))
     if state == "RUNNING":
         s.ask().report(0.95, 1)
     else:
-        s.add_trial(optuna.trial.create_trial(state=getattr(optuna.trial.TrialState, state), intermediate_values={1: 0.95},
-                                              value=0.95 if state == "COMPLETE" else None))
+        s.add_trial(optuna.trial.create_trial(state=getattr(optuna.trial.TrialState, state),
+                                              intermediate_values={1: 0.95}, value=0.95 if state == "COMPLETE" else None))
     assert run(s, [0.9, 0.9]) == (("PRUNED", 1) if counts else ("COMPLETE", 2))
 
 

@@ -9,9 +9,10 @@ was a tenth of the sweep's epochs. Its rungs also grow by the reduction factor (
 ``RungRankPruner`` ranks a trial, at every report, by its value at the latest rung it has passed
 among all trials' values there (running, completed or pruned ones): it trains on only while that
 value is in the top ``1 / reduction_factor``. So a trial that went on because it got somewhere first
-stops once enough better ones have got there too. Rungs double from ``min_resource`` up to
-``max_resource`` (1, 2, 4 epochs by default); a trial still in the running after the last rung is
-compared on that rung's value until it ends. README "Performance" has how it was chosen.
+stops once enough better ones have got there too. Rungs grow by ``growth`` from ``min_resource`` up
+to ``max_resource`` (epochs 1 and 2 by default: a quarter of the trials goes on after each); a trial
+still in the running after the last rung is compared on that rung's value until it ends. README
+"Performance" has how it was chosen.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import optuna
 class RungRankPruner(optuna.pruners.BasePruner):
     """Prune a trial whose value at its latest rung falls outside the top ``1/reduction_factor``."""
 
-    def __init__(self, min_resource: int = 1, max_resource: int = 4, growth: float = 2.0,
+    def __init__(self, min_resource: int = 1, max_resource: int = 2, growth: float = 2.0,
                  reduction_factor: float = 4.0):
         if min_resource < 1 or max_resource < min_resource:
             raise ValueError("it needs 1 <= min_resource <= max_resource")
