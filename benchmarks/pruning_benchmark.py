@@ -3,7 +3,7 @@
 Runs Optuna sweeps of the tutorial CNN over ``cnn_optuna``'s search space with the same sampler, seed
 and trial budget on ``debug``-sized MNIST (2,000 images) but several epochs per trial: one without
 pruning (``hparams_search=cnn_optuna``) and one per pruner asked for: the shipped configs'
-(``hyperband``: ``cnn_optuna_hyperband``; ``rung_rank``: ``cnn_optuna_pruned``) or variants listed in
+(``hyperband``: ``cnn_optuna_hyperband``; ``rung_rank``: ``cnn_optuna_rung_rank``) or variants listed in
 ``PRUNERS``. Training is deterministic; with the random sampler every sweep evaluates the same
 configurations in the same order and they differ only in what pruning stops early (TPE samples others
 once trials are pruned). Every job reports its validation accuracy after each epoch, so the epochs a
@@ -11,9 +11,9 @@ sweep trained are read from its study.
 
     python benchmarks/pruning_benchmark.py                        # 20 trials x 9 epochs, 2 at once
     python benchmarks/pruning_benchmark.py --sampler tpe --seed 1 --limit-train 12000 \
-        --validation-split 0.5 --override schedule=cosine --pruners rung_rank   # as cnn_optuna_pruned sweeps
+        --validation-split 0.5 --override schedule=cosine --pruners rung_rank   # as cnn_optuna_rung_rank sweeps
 
-``--override`` goes to every sweep, the unpruned one included: ``cnn_optuna_pruned`` decays each
+``--override`` goes to every sweep, the unpruned one included: ``cnn_optuna_rung_rank`` decays each
 trial's learning rate (``schedule=cosine``), so its unpruned counterpart must too.
 
 Goal: the pruned sweep's best validation accuracy is within 0.1 point of the unpruned one's,
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # pruners whose settings are a shipped config's (read from it, run as hparams_search=<config>)
-SHIPPED = {"hyperband": "cnn_optuna_hyperband", "rung_rank": "cnn_optuna_pruned"}
+SHIPPED = {"hyperband": "cnn_optuna_hyperband", "rung_rank": "cnn_optuna_rung_rank"}
 # name -> its hydra.sweeper.pruner (None: the shipped config's)
 PRUNERS: dict[str, Any] = {
     "unpruned": "none",
@@ -51,7 +51,7 @@ PRUNERS: dict[str, Any] = {
                                        "bootstrap_count": 1},
     "successive_halving_6_bootstrap": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 6,
                                        "bootstrap_count": 1},
-    # ocrexp's own (src/ocrexp/rung_pruner.py), shipped as cnn_optuna_pruned: rungs at epochs 1 and 2, the
+    # ocrexp's own (src/ocrexp/rung_pruner.py), shipped as cnn_optuna_rung_rank: rungs at epochs 1 and 2, the
     # top quarter goes on, re-ranked at every report. Variants: the top third or fifth, a rung at 4 too.
     "rung_rank": None,
     "rung_rank_3": {"name": "rung_rank", "min_resource": 1, "max_resource": 2, "reduction_factor": 3},

@@ -144,7 +144,7 @@ def test_pruners_build_from_names_and_mappings():
     assert type(make_pruner({"_target_": "optuna.pruners.ThresholdPruner", "lower": 0.5})).__name__ == "ThresholdPruner"
 
 
-@pytest.mark.parametrize("search", ["cnn_optuna", "cnn_optuna_hyperband", "cnn_optuna_pruned", "vgg16_optuna"])
+@pytest.mark.parametrize("search", ["cnn_optuna", "cnn_optuna_hyperband", "cnn_optuna_rung_rank", "vgg16_optuna"])
 def test_shipped_hparams_search_configs_compose_with_the_sweeper(search):
     cfg = compose(f"hparams_search={search}", "trainer.epochs=9", hydra=True)
     sweeper = cfg.hydra.sweeper
@@ -158,7 +158,7 @@ def test_shipped_hparams_search_configs_compose_with_the_sweeper(search):
         assert space.distributions["model.dense_units"] == IntDistribution(64, 256, step=64)
     if search in ("cnn_optuna_hyperband", "vgg16_optuna"):
         assert sweeper.pruner.name == "hyperband" and sweeper.pruner.max_resource == 3
-    if search == "cnn_optuna_pruned":
+    if search == "cnn_optuna_rung_rank":
         assert make_pruner(sweeper.pruner).rungs == (1, 2) and cfg.schedule._target_.endswith(".cosine")
 
 
@@ -233,7 +233,7 @@ def test_the_shipped_hyperband_config_prunes_most_trials_early(app, tmp_path):
 def test_the_shipped_rung_rank_config_prunes_most_trials_early(app, tmp_path):
     # The toy trials rise linearly, so ranks never change: after the first few, only a trial that
     # beats the quarter of all before it at epoch 1 goes on.
-    shipped = compose("hparams_search=cnn_optuna_pruned", hydra=True).hydra.sweeper.pruner
+    shipped = compose("hparams_search=cnn_optuna_rung_rank", hydra=True).hydra.sweeper.pruner
     spec = "{" + ", ".join(f"{k}: {v}" for k, v in shipped.items()) + "}"
     sweep(app, tmp_path, "hydra.sweeper.n_trials=12", "steps=9", "hydra/launcher=basic", f"hydra.sweeper.pruner={spec}")
     states = by_state(load_study(tmp_path))
