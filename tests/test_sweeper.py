@@ -220,12 +220,18 @@ def test_a_trial_is_never_pruned_after_its_last_epoch_and_a_resumed_one_replays_
     assert study.trials[0].intermediate_values == {1: 0.2, 2: 0.5, 3: 0.5, 4: 0.6}
 
 
-def test_the_shipped_hyperband_config_prunes_most_trials_early(app, tmp_path):
-    shipped = compose("hparams_search=cnn_optuna_hyperband", hydra=True).hydra.sweeper.pruner
+def sweep_with_shipped_pruner(app, tmp_path, search: str) -> dict:
+    """12 toy trials of 9 steps under ``hparams_search=search``'s pruner; the study's trials by state."""
+    shipped = compose(f"hparams_search={search}", hydra=True).hydra.sweeper.pruner
     spec = "{" + ", ".join(f"{k}: {v}" for k, v in shipped.items()) + "}"
     sweep(app, tmp_path, "hydra.sweeper.n_trials=12", "steps=9", "hydra/launcher=basic", f"hydra.sweeper.pruner={spec}")
     states = by_state(load_study(tmp_path))
     assert len(states["COMPLETE"]) + len(states["PRUNED"]) == 12
+    return states
+
+
+def test_the_shipped_hyperband_config_prunes_most_trials_early(app, tmp_path):
+    states = sweep_with_shipped_pruner(app, tmp_path, "cnn_optuna_hyperband")
     assert len(states["PRUNED"]) >= 6, "the shipped Hyperband settings should stop most trials"
     assert all(max(t.intermediate_values) <= 3 for t in states["PRUNED"])  # both brackets decide by epoch 3
 
@@ -233,11 +239,7 @@ def test_the_shipped_hyperband_config_prunes_most_trials_early(app, tmp_path):
 def test_the_shipped_rung_rank_config_prunes_most_trials_early(app, tmp_path):
     # The toy trials rise linearly, so ranks never change: after the first few, only a trial that
     # beats the quarter of all before it at epoch 1 goes on.
-    shipped = compose("hparams_search=cnn_optuna_rung_rank", hydra=True).hydra.sweeper.pruner
-    spec = "{" + ", ".join(f"{k}: {v}" for k, v in shipped.items()) + "}"
-    sweep(app, tmp_path, "hydra.sweeper.n_trials=12", "steps=9", "hydra/launcher=basic", f"hydra.sweeper.pruner={spec}")
-    states = by_state(load_study(tmp_path))
-    assert len(states["COMPLETE"]) + len(states["PRUNED"]) == 12
+    states = sweep_with_shipped_pruner(app, tmp_path, "cnn_optuna_rung_rank")
     assert len(states["PRUNED"]) >= 8, "the shipped rung_rank settings should stop most trials"
     epochs = sum(len(t.intermediate_values) for t in states["COMPLETE"] + states["PRUNED"])
     assert epochs <= 12 * 9 / 3
