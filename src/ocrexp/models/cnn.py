@@ -51,11 +51,13 @@ def tutorial_cnn(
         from ocrexp.errors import ConfigError
 
         raise ConfigError(f"model.stem={stem!r} is not allowed: choose {' or '.join(STEMS)}.")
-    unread = [_unread_tail(size - 2 * crop, kernel_size, stem) if trim else 0 for size in input_shape[:2]]
-    cut = [layers.Cropping2D(((crop, crop + unread[0]), (crop, crop + unread[1])), name="crop" if crop else "trim")]
+    rows, cols = (_unread_tail(size - 2 * crop, kernel_size, stem) if trim else 0 for size in input_shape[:2])
+    cut = []  # the border crop and the trailing pixels no output reads, in one layer
+    if crop or rows or cols:
+        cut = [layers.Cropping2D(((crop, crop + rows), (crop, crop + cols)), name="crop" if crop else "trim")]
     stack = [
         keras.Input(shape=tuple(input_shape), name="image"),
-        *(cut if crop or any(unread) else []),
+        *cut,
         *first,
         layers.Conv2D(conv2_filters, kernel_size, activation="relu", name="conv2"),
         layers.MaxPooling2D(2, name="pool2"),
