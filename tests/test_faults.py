@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -61,6 +62,22 @@ def test_a_store_locked_for_longer_than_ocrexp_waits_is_one_sentence_and_leaves_
         "2 s; run the same command again once it is free (training goes on from its last checkpoint).")
     assert not project.runs() and not list(project.root.glob("checkpoints/*"))
     assert project.run(*FAST).returncode == 0  # and the same command then works
+
+
+def test_sigterm_while_waiting_for_a_locked_store_says_nothing_was_recorded(project):
+    db = _locked_store(project)
+    try:
+        proc = subprocess.Popen([str(BIN / FAST[0]), *FAST[1:]], cwd=project.root, env=project.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(8)  # imported, and retrying the store
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    assert (proc.returncode, err.strip()) == (143, "terminated (SIGTERM) before an MLflow run began: nothing was "
+                                                   "recorded")
+    assert not project.runs() and not list(project.root.glob("checkpoints/*"))
 
 
 @pytest.fixture(scope="module")

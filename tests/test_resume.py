@@ -126,8 +126,8 @@ def _saved_epoch(root: Path) -> tuple[int, bool]:
     return best
 
 
-def _kill_when(project: Project, command, sig: int, reached) -> subprocess.Popen:
-    """Start ``command`` and send it ``sig`` once ``reached(epoch, phase_done)`` holds for its checkpoint."""
+def _kill_when(project: Project, command, sig: int, reached) -> subprocess.CompletedProcess:
+    """Run ``command`` and send it ``sig`` once ``reached(epoch, phase_done)`` holds for its checkpoint."""
     from ocrexp.tracking.store import ensure_store
 
     ensure_store(project.tracking_uri)
@@ -140,11 +140,11 @@ def _kill_when(project: Project, command, sig: int, reached) -> subprocess.Popen
                 proc.send_signal(sig)
                 break
             time.sleep(0.02)
-        proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode in (-signal.SIGKILL, 143), f"the run was not stopped: exit {proc.returncode}"
-    return proc
+    assert proc.returncode in (-signal.SIGKILL, 143), f"the run was not stopped: exit {proc.returncode}\n{stderr}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def _history(project: Project, run_id: str) -> dict[str, list[tuple[int, float]]]:

@@ -108,6 +108,40 @@ def test_the_server_outlives_ctrl_c_so_the_run_can_record_it_and_ends_with_its_p
     assert _gone(server)  # the interpreter's exit (atexit) ended it
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_store_call_is_raised_after_its_reply_so_later_calls_get_their_own(tmp_path, sig):
+    proc = _python(tmp_path, f"""
+        import signal
+        class Stop(BaseException):
+            pass
+        def stop(signum, frame):
+            raise Stop()
+        signal.signal(signal.{sig}, stop)  # as ocrexp-train's SIGTERM handler; Ctrl-C alike
+        exp = client.create_experiment("e")
+        client.create_run(exp, run_name="zero")  # the proxy has looked up create_run: one call each now
+        conn = store_process._server.conn
+        recv = conn.recv
+        def recv_after_a_signal():  # the signal arrives while the reply is on its way
+            conn.recv = recv
+            signal.raise_signal(signal.{sig})
+            return recv()
+        conn.recv = recv_after_a_signal
+        try:
+            client.create_run(exp, run_name="first")
+            stopped = False
+        except Stop:
+            stopped = True
+        second = client.create_run(exp, run_name="second").info.run_name
+        runs = sorted(r.info.run_name for r in client.search_runs([exp]))
+        print(json.dumps({{"stopped": stopped, "second": second, "runs": runs,
+                          "handler_back": signal.getsignal(signal.{sig}) is stop}}))
+    """)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == {
+        "stopped": True, "second": "second", "runs": ["first", "second", "zero"], "handler_back": True}
+
+
 def test_the_server_ends_when_its_run_is_killed(tmp_path):
     proc = _python(tmp_path, """
         import time

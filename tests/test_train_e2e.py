@@ -177,8 +177,9 @@ def test_sigterm_ends_the_run_killed(project):
     assert run.info.status == "KILLED" and proc.returncode == 143
     assert run.data.tags["ocrexp.error"] == "terminated (SIGTERM)"
     err = proc.stderr.read()
-    assert "Traceback" not in err and err.strip().endswith("terminated (SIGTERM): the run ended as KILLED; run the same "
-                                                           "command again to go on from its last finished epoch"), err
+    assert "Traceback" not in err and err.strip().endswith(
+        f"terminated (SIGTERM): run {run.info.run_id} ended as KILLED; run the same command again to go on from "
+        "its last finished epoch"), err
 
 
 def test_multirun_sweeps_overrides_into_separate_runs(project):

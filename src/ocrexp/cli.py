@@ -13,9 +13,10 @@ import signal
 import sys
 
 from ocrexp.console import to_terminal
-from ocrexp.errors import USAGE_EXIT, OcrexpError, Terminated, print_error
+from ocrexp.errors import USAGE_EXIT, OcrexpError, Terminated, interrupted, print_error
 
 COMMANDS = ("data", "ui", "dashboard", "export", "reproduce", "resume", "predict", "runs")
+TRAINING = ("reproduce", "resume")  # their Ctrl-C or SIGTERM ends a run as KILLED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print_error(str(exc))
         return USAGE_EXIT
     except KeyboardInterrupt as exc:
-        print("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        message, status = interrupted(exc, training=args.command in TRAINING)
+        print(message, file=sys.stderr)
+        return status
 
 
 def _terminate(signum, frame) -> None:

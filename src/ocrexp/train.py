@@ -24,7 +24,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ocrexp import config
-from ocrexp.errors import OcrexpError, Terminated, exit_with_error
+from ocrexp.errors import OcrexpError, Terminated, exit_with_error, interrupted
 from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
 from ocrexp.sweep_protocol import TrialJob, is_pruned
@@ -252,10 +252,9 @@ def main() -> None:
         with one_line_errors():
             _hydra_main()
     except KeyboardInterrupt as exc:  # the run (if any) has ended as KILLED: one line, not a traceback
-        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"{how}: the run ended as KILLED; run the same command again to go on from its last finished epoch",
-              file=sys.stderr)
-        sys.exit(143 if isinstance(exc, Terminated) else 130)  # the shell's 128 + signal number
+        message, status = interrupted(exc)
+        print(message, file=sys.stderr)
+        finish(status)
     finish(0)  # the run is recorded: skip the ~2 s Python spends tearing TensorFlow's modules down
 
 

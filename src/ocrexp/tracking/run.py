@@ -169,6 +169,7 @@ class RunTracker:
             how = "terminated (SIGTERM)" if issubclass(exc_type, Terminated) else "interrupted (Ctrl-C)"
             self.client.set_tag(self.run_id, "ocrexp.error", how)
             status = "KILLED"
+            exc.killed_run = self.run_id  # for the command's last line
         else:
             self.client.set_tag(self.run_id, "ocrexp.error", f"{exc_type.__name__}: {exc}"[:5000])
             status = "FAILED"

@@ -19,6 +19,7 @@ test session or a notebook is never forked.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -37,7 +38,7 @@ class _Server:
     def call(self, request: tuple) -> Any:
         from ocrexp.errors import OcrexpError
 
-        with self.lock:
+        with _signals_held(), self.lock:
             try:
                 self.conn.send(request)
                 ok, value = self.conn.recv()
@@ -49,6 +50,29 @@ class _Server:
         raise _rebuilt(value)
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM that arrive during a store call take effect once it is over: raised between
+    the request and its reply, they left the reply in the pipe for the next call to read, and every
+    later call got the one before's answer (the run could not even end as KILLED)."""
+    if threading.current_thread() is not threading.main_thread():  # handlers run on the main thread only
+        yield
+        return
+    arrived: list[int] = []
+    previous = {}
+    for sig in _HELD:
+        if signal.getsignal(sig) is not None:  # None: a handler not set from Python, left alone
+            previous[sig] = signal.signal(sig, lambda signum, _frame: arrived.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(arrived):
+            signal.raise_signal(sig)  # to the handler that was in place: it raises here, or ends us
+
+
+_HELD = (signal.SIGINT, signal.SIGTERM)
 _server: _Server | None = None
 _enabled = False
 
