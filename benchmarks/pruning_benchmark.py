@@ -24,8 +24,10 @@ MLflow store, Optuna journals, Hydra outputs), and a summary to ``summary.json``
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -86,23 +88,54 @@ def overrides(name: str) -> list[str]:
     return ["hparams_search=cnn_optuna", "hydra.sweeper.pruner={" + ", ".join(f"{k}: {v}" for k, v in spec.items()) + "}"]
 
 
-def run_sweep(args: argparse.Namespace, variant: str, study: str) -> float:
-    """One ``ocrexp-train -m`` sweep; returns its wall time in seconds."""
-    cmd = [
-        sys.executable, "-m", "ocrexp.train", "-m", *overrides(variant), "debug=fast",
-        f"trainer.epochs={args.epochs}", "trainer.deterministic=true", f"seed={args.seed}",
-        f"dataset.limit_train={args.limit_train}", f"dataset.validation_split={args.validation_split}",
-        "tracking.log_model=false", "tracking.log_plots=false", "tracking.experiment_name=pruning-benchmark",
-        f"hydra.sweeper.sampler={args.sampler}", f"hydra.sweeper.n_trials={args.trials}",
-        f"hydra.sweeper.n_jobs={args.jobs}", f"hydra.sweeper.study_name={study}", *args.override,
-    ]
+def training(args: argparse.Namespace, seed: int) -> list[str]:
+    """The overrides every job of a sweep (and every re-evaluation) trains with."""
+    return ["debug=fast", f"trainer.epochs={args.epochs}", "trainer.deterministic=true", f"seed={seed}",
+            f"dataset.limit_train={args.limit_train}", f"dataset.validation_split={args.validation_split}",
+            "tracking.log_model=false", "tracking.log_plots=false", *args.override]
+
+
+def run_train(args: argparse.Namespace, cmd: list[str], log_name: str) -> float:
+    """``python -m ocrexp.train`` with ``cmd`` in the benchmark's root; returns its wall time in seconds."""
     env = {**os.environ, "OCREXP_ROOT": str(args.root),
            "OCREXP_DATA_DIR": os.environ.get("OCREXP_DATA_DIR", str(REPO / "data"))}
-    print("$", " ".join(cmd[2:]), flush=True)
+    print("$ ocrexp.train", " ".join(cmd), flush=True)
     start = time.monotonic()
-    with open(args.root / f"{study}.log", "w") as log:
-        subprocess.run(cmd, cwd=args.root, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    with open(args.root / f"{log_name}.log", "w") as log:
+        subprocess.run([sys.executable, "-m", "ocrexp.train", *cmd], cwd=args.root, env=env, stdout=log,
+                       stderr=subprocess.STDOUT, check=True)
     return time.monotonic() - start
+
+
+def run_sweep(args: argparse.Namespace, variant: str, study: str) -> float:
+    """One ``ocrexp-train -m`` sweep; returns its wall time in seconds."""
+    return run_train(args, [
+        "-m", *overrides(variant), *training(args, args.seed), "tracking.experiment_name=pruning-benchmark",
+        f"hydra.sweeper.sampler={args.sampler}", f"hydra.sweeper.n_trials={args.trials}",
+        f"hydra.sweeper.n_jobs={args.jobs}", f"hydra.sweeper.study_name={study}",
+    ], study)
+
+
+def reevaluate(args: argparse.Namespace, row: dict) -> list[float]:
+    """The objective (best validation accuracy over the epochs) of ``row``'s best configuration trained
+    anew once per ``--reevaluate`` seed: other weights, batches and validation images than the sweep's."""
+    import mlflow
+
+    values = []
+    for seed in args.reevaluate:
+        name = f"{row['study']}-seed{seed}"
+        params = [f"{key}={value}" for key, value in row["best_params"].items()]
+        run_train(args, [*training(args, seed), *params, f"tracking.experiment_name={REEVALUATION}",
+                         f"run_name={name}"], name)
+        client = mlflow.MlflowClient(f"sqlite:///{args.root / 'mlruns' / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name(REEVALUATION).experiment_id
+        (run,) = client.search_runs([experiment], f"tags.mlflow.runName = '{name}'", max_results=1,
+                                    order_by=["attributes.start_time DESC"])
+        values.append(max(m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")))
+    return values
+
+
+REEVALUATION = "pruning-benchmark-reevaluation"
 
 
 def summarize(args: argparse.Namespace, study_name: str, seconds: float) -> dict:
@@ -123,6 +156,28 @@ def summarize(args: argparse.Namespace, study_name: str, seconds: float) -> dict
     }
 
 
+def compare_anew(args: argparse.Namespace, rows: list[dict]) -> None:
+    """Each sweep's best configuration trained anew with every ``--reevaluate`` seed: is a pruned
+    sweep's choice as good as the unpruned one's, apart from the luck of the sweep's own seed?"""
+    for r in rows:
+        if r["best_params"] is not None:
+            r["reevaluated"] = {str(seed): value for seed, value in zip(args.reevaluate, reevaluate(args, r))}
+    plain = statistics.mean(rows[0]["reevaluated"].values())
+    seeds = " ".join(map(str, args.reevaluate))
+    print(f"\neach sweep's best configuration trained anew with seeds {seeds} (mean best val accuracy):")
+    for r in rows:
+        if "reevaluated" not in r:
+            continue
+        mean = statistics.mean(r["reevaluated"].values())
+        each = ", ".join(f"{v:.4f}" for v in r["reevaluated"].values())
+        line = f"{r['run']:<19} {mean:.4f} ({each})"
+        if r is not rows[0]:
+            r["reevaluated_gap_points"] = 100 * (plain - mean)
+            line += (f"  {r['reevaluated_gap_points']:+.2f} points below the unpruned sweep's choice "
+                     f"({'goal met' if r['reevaluated_gap_points'] <= 0.1 else 'goal: <= 0.1'})")
+        print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
@@ -141,15 +196,28 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=REPO / "mlruns" / "pruning-benchmark")
     parser.add_argument("--reuse-unpruned", type=Path, default=None,
                         help="summary.json of an earlier run with the same settings: take its unpruned sweep")
+    parser.add_argument("--reevaluate", type=int, nargs="+", default=[], metavar="SEED",
+                        help="train each sweep's best configuration anew with these seeds and compare the means")
+    parser.add_argument("--from-summary", type=Path, default=None,
+                        help="summary.json of an earlier run: no sweeps, its sweeps and settings (for --reevaluate)")
     args = parser.parse_args()
+    rows = []
+    if args.from_summary:
+        earlier = json.loads(args.from_summary.read_text())
+        rows = earlier["runs"]
+        for key in ("epochs", "seed", "limit_train"):
+            setattr(args, key, int(earlier["args"][key]))
+        args.validation_split = float(earlier["args"]["validation_split"])
+        args.override = ast.literal_eval(earlier["args"]["override"])
+        args.root = Path(earlier["args"]["root"])
     args.root = args.root.resolve()
     args.root.mkdir(parents=True, exist_ok=True)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    rows = []
-    if args.reuse_unpruned:  # the unpruned sweep of an earlier run with the same settings
+    if args.reuse_unpruned and not rows:  # the unpruned sweep of an earlier run with the same settings
         rows.append(json.loads(args.reuse_unpruned.read_text())["runs"][0])
-    for variant in ([] if rows else ["unpruned"]) + [name for name in args.pruners.split(",") if name]:
+    new_sweeps = [] if args.from_summary else ([] if rows else ["unpruned"]) + [n for n in args.pruners.split(",") if n]
+    for variant in new_sweeps:
         study = f"bench-{variant}-{stamp}"
         rows.append({"run": variant, **summarize(args, study, run_sweep(args, variant, study))})
 
@@ -168,6 +236,13 @@ def main() -> None:
         best_ok = "goal met" if r["best_gap_points"] <= 0.1 else "goal: <= 0.1"
         print(f"{r['run']}: {r['epoch_ratio']:.0%} of the epochs ({epochs_ok}); best val accuracy "
               f"{r['best_gap_points']:+.2f} points below the unpruned best ({best_ok})")
+    if args.reevaluate:
+        compare_anew(args, rows)
+    if args.from_summary:
+        earlier["runs"] = rows
+        args.from_summary.write_text(json.dumps(earlier, indent=2))
+        print(f"summary: {args.from_summary}")
+        return
     summary = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": rows}
     (args.root / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"summary: {args.root / 'summary.json'}")

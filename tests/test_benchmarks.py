@@ -121,3 +121,31 @@ def test_step_profile_lists_the_train_steps_costliest_ops(mnist):
     header, columns, *ops = proc.stdout.splitlines()
     assert header.startswith("debug=fast: batch 64, ") and "ms per step" in header
     assert len(ops) == 5 and any("Conv2D" in op for op in ops)  # the convolutions are among the costliest
+
+
+@pytest.mark.slow
+def test_pruning_benchmark_trains_each_recorded_sweeps_choice_anew_and_compares_the_means(mnist, tmp_path):
+    """``--from-summary --reevaluate``: no sweep runs; each sweep's best configuration trains once per
+    seed with the recorded settings, and the pruned sweep's choice is compared with the unpruned one's."""
+    import json
+
+    script = next(p for p in SCRIPTS if p.stem == "pruning_benchmark")
+    small = {"model.conv1_filters": 8, "model.conv2_filters": 8, "model.dense_units": 16, "model.dropout": 0.2}
+    rows = [{"run": run, "study": f"bench-{run}-x", "trials": 4, "pruned": pruned, "epochs": epochs,
+             "best_val_accuracy": 0.9, "best_trial": 0, "best_params": {**small, "optimizer.lr": lr}, "wall_s": 1.0}
+            for run, pruned, epochs, lr in (("unpruned", 0, 8, 0.01), ("rung_rank", 2, 4, 0.005))]
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"args": {"epochs": "2", "seed": "0", "limit_train": "2000",
+                                            "validation_split": "0.5", "override": "['schedule=cosine']",
+                                            "root": str(tmp_path)}, "runs": rows}))
+    proc = subprocess.run([sys.executable, str(script), "--from-summary", str(summary), "--reevaluate", "3", "4"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "each sweep's best configuration trained anew with seeds 3 4 (mean best val accuracy):" in proc.stdout
+    assert "points below the unpruned sweep's choice" in proc.stdout
+    written = json.loads(summary.read_text())["runs"]
+    assert [sorted(r["reevaluated"]) for r in written] == [["3", "4"], ["3", "4"]]
+    assert all(0.2 < v <= 1 for r in written for v in r["reevaluated"].values()), proc.stdout  # above chance
+    gap = 100 * (sum(written[0]["reevaluated"].values()) - sum(written[1]["reevaluated"].values())) / 2
+    assert written[1]["reevaluated_gap_points"] == pytest.approx(gap)
+    assert "seed=3 dataset.limit_train=2000 dataset.validation_split=0.5" in proc.stdout  # the recorded settings
