@@ -17,7 +17,15 @@ sweep trained are read from its study.
 trial's learning rate (``schedule=cosine``), so its unpruned counterpart must too.
 
 Goal: the pruned sweep's best validation accuracy is within 0.1 point of the unpruned one's,
-with at most a third of the epochs. Results go to ``--root`` (default ``mlruns/pruning-benchmark``, git-ignored:
+with at most a third of the epochs. A sweep's best is the luckiest of its trials on the sweep's seed
+(an unpruned sweep's best of 20 is luckier than a pruned sweep's best of the few it finished), so
+``--reevaluate 7 8 9`` also trains each sweep's best configuration anew with those seeds and compares
+the means: how good the configuration each sweep chose is. ``--from-summary`` does that for sweeps an
+earlier run recorded, without sweeping again::
+
+    python benchmarks/pruning_benchmark.py --from-summary mlruns/pruning-benchmark/summary.json --reevaluate 7 8 9
+
+Results go to ``--root`` (default ``mlruns/pruning-benchmark``, git-ignored:
 MLflow store, Optuna journals, Hydra outputs), and a summary to ``summary.json`` there.
 """
 
@@ -172,9 +180,9 @@ def compare_anew(args: argparse.Namespace, rows: list[dict]) -> None:
         each = ", ".join(f"{v:.4f}" for v in r["reevaluated"].values())
         line = f"{r['run']:<19} {mean:.4f} ({each})"
         if r is not rows[0]:
-            r["reevaluated_gap_points"] = 100 * (plain - mean)
-            line += (f"  {r['reevaluated_gap_points']:+.2f} points below the unpruned sweep's choice "
-                     f"({'goal met' if r['reevaluated_gap_points'] <= 0.1 else 'goal: <= 0.1'})")
+            gap = r["reevaluated_gap_points"] = 100 * (plain - mean)
+            where = f"{gap:.2f} points below" if gap >= 0 else f"{-gap:.2f} points above"
+            line += f"  {where} the unpruned sweep's choice ({'goal met' if gap <= 0.1 else 'goal: <= 0.1'})"
         print(line)
 
 

@@ -142,7 +142,7 @@ def test_pruning_benchmark_trains_each_recorded_sweeps_choice_anew_and_compares_
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "each sweep's best configuration trained anew with seeds 3 4 (mean best val accuracy):" in proc.stdout
-    assert "points below the unpruned sweep's choice" in proc.stdout
+    assert "points below the unpruned sweep's choice (goal" in proc.stdout  # lr 0.005 learns less in 2 epochs
     written = json.loads(summary.read_text())["runs"]
     assert [sorted(r["reevaluated"]) for r in written] == [["3", "4"], ["3", "4"]]
     assert all(0.2 < v <= 1 for r in written for v in r["reevaluated"].values()), proc.stdout  # above chance
