@@ -393,6 +393,26 @@ def test_ocrexp_eval_read_mode_records_number_accuracy_in_a_new_run(model_file, 
     assert run.data.metrics["read_digit_accuracy"] >= 0.85
 
 
+def test_sigterm_ends_an_evaluation_run_killed_with_one_line(model_file, project):
+    from ocrexp.tracking.store import ensure_store
+
+    ensure_store(project.tracking_uri)
+    proc = subprocess.Popen([str(BIN / "ocrexp-eval"), f"model_uri={model_file}", "mode=read", "read.count=200000"],
+                            cwd=project.root, env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.time() + 120
+        while not project.runs() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    (run,) = project.runs()
+    assert (proc.returncode, err.strip()) == (143, f"terminated (SIGTERM): run {run.info.run_id} ended as KILLED")
+    assert run.info.status == "KILLED" and run.data.tags["ocrexp.error"] == "terminated (SIGTERM)"
+
+
 def test_scores_count_dropped_extra_and_wrong_digits():
     from ocrexp.reading.benchmark import score_readings
 

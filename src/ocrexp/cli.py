@@ -13,7 +13,7 @@ import signal
 import sys
 
 from ocrexp.console import to_terminal
-from ocrexp.errors import USAGE_EXIT, OcrexpError, Terminated, interrupted, print_error
+from ocrexp.errors import USAGE_EXIT, OcrexpError, interrupted, print_error, raise_terminated
 
 COMMANDS = ("data", "ui", "dashboard", "export", "reproduce", "resume", "predict", "runs")
 TRAINING = ("reproduce", "resume")  # their Ctrl-C or SIGTERM ends a run as KILLED
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     to_terminal()
-    signal.signal(signal.SIGTERM, _terminate)  # a training command ends its MLflow run as KILLED
+    signal.signal(signal.SIGTERM, raise_terminated)  # a training command ends its MLflow run as KILLED
     try:
         return int(args.run(args) or 0)
     except OcrexpError as exc:
@@ -48,10 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         message, status = interrupted(exc, training=args.command in TRAINING)
         print(message, file=sys.stderr)
         return status
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -24,15 +24,21 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be, so that runs end as KILLED and sweeps pass it on."""
 
 
+def raise_terminated(signum, frame) -> None:
+    """The SIGTERM handler of the commands that record runs, so that their runs end as KILLED."""
+    raise Terminated()
+
+
 def interrupted(exc: KeyboardInterrupt, *, training: bool = True) -> tuple[str, int]:
     """What a command prints when Ctrl-C or SIGTERM ended it, and its exit status (the shell's
-    128 + signal number). The run that ended as KILLED, if any, is on ``exc.killed_run``."""
+    128 + signal number). The run that ended as KILLED, if any, is on ``exc.killed_run``; a training
+    run goes on from its checkpoint when the command runs again."""
     how, status = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
     run_id = getattr(exc, "killed_run", None)
     if run_id is None:
         return (f"{how} before an MLflow run began: nothing was recorded" if training else how), status
-    return (f"{how}: run {run_id} ended as KILLED; run the same command again to go on from its last "
-            "finished epoch"), status
+    again = "; run the same command again to go on from its last finished epoch" if training else ""
+    return f"{how}: run {run_id} ended as KILLED{again}", status
 
 
 def print_error(message: str) -> None:

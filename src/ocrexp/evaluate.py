@@ -13,13 +13,15 @@ run's dataset input (context ``evaluation``).
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
 from ocrexp import config
-from ocrexp.errors import OcrexpError, exit_with_error
+from ocrexp.errors import OcrexpError, exit_with_error, interrupted, raise_terminated
 from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
 
@@ -99,8 +101,14 @@ def main() -> None:
     from ocrexp.tracking import store_process
 
     store_process.enable()  # this process is the command's own: a store server may fork from it
-    with one_line_errors():
-        _hydra_main()
+    signal.signal(signal.SIGTERM, raise_terminated)  # end the MLflow run as KILLED, like Ctrl-C
+    try:
+        with one_line_errors():
+            _hydra_main()
+    except KeyboardInterrupt as exc:  # one line, not a traceback
+        message, status = interrupted(exc, training=False)
+        print(message, file=sys.stderr)
+        finish(status)
     finish(0)  # the evaluation is recorded: skip Python's slow teardown of TensorFlow's modules
 
 

@@ -24,7 +24,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ocrexp import config
-from ocrexp.errors import OcrexpError, Terminated, exit_with_error, interrupted
+from ocrexp.errors import OcrexpError, exit_with_error, interrupted, raise_terminated
 from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
 from ocrexp.sweep_protocol import TrialJob, is_pruned
@@ -224,10 +224,6 @@ def print_summary(report: Mapping[str, Any], tracker) -> None:
     log.info(line)
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated()
-
-
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | list[float]:
     from hydra.core.hydra_config import HydraConfig
@@ -247,7 +243,7 @@ def main() -> None:
     from ocrexp.tracking import store_process
 
     store_process.enable()  # this process is the command's own: a store server may fork from it
-    signal.signal(signal.SIGTERM, _terminate)  # end the MLflow run as KILLED, like Ctrl-C
+    signal.signal(signal.SIGTERM, raise_terminated)  # end the MLflow run as KILLED, like Ctrl-C
     try:
         with one_line_errors():
             _hydra_main()
