@@ -164,6 +164,11 @@ def summarize(args: argparse.Namespace, study_name: str, seconds: float) -> dict
     }
 
 
+def points(gap: float) -> str:
+    """``gap`` (unpruned minus pruned, in points) as words."""
+    return f"{gap:.2f} points below" if gap >= 0 else f"{-gap:.2f} points above"
+
+
 def compare_anew(args: argparse.Namespace, rows: list[dict]) -> None:
     """Each sweep's best configuration trained anew with every ``--reevaluate`` seed: is a pruned
     sweep's choice as good as the unpruned one's, apart from the luck of the sweep's own seed?"""
@@ -181,8 +186,7 @@ def compare_anew(args: argparse.Namespace, rows: list[dict]) -> None:
         line = f"{r['run']:<19} {mean:.4f} ({each})"
         if r is not rows[0]:
             gap = r["reevaluated_gap_points"] = 100 * (plain - mean)
-            where = f"{gap:.2f} points below" if gap >= 0 else f"{-gap:.2f} points above"
-            line += f"  {where} the unpruned sweep's choice ({'goal met' if gap <= 0.1 else 'goal: <= 0.1'})"
+            line += f"  {points(gap)} the unpruned sweep's choice ({'goal met' if gap <= 0.1 else 'goal: <= 0.1'})"
         print(line)
 
 
@@ -243,7 +247,7 @@ def main() -> None:
         epochs_ok = "goal met" if r["epoch_ratio"] <= 1 / 3 else "goal: <= 33%"
         best_ok = "goal met" if r["best_gap_points"] <= 0.1 else "goal: <= 0.1"
         print(f"{r['run']}: {r['epoch_ratio']:.0%} of the epochs ({epochs_ok}); best val accuracy "
-              f"{r['best_gap_points']:+.2f} points below the unpruned best ({best_ok})")
+              f"{points(r['best_gap_points'])} the unpruned best ({best_ok})")
     if args.reevaluate:
         compare_anew(args, rows)
     if args.from_summary:
