@@ -110,7 +110,8 @@ class OptunaSweeperImpl:
                 _interrupt_children()
             log.warning("Interrupted: running trials marked FAIL%s; run the same command again to resume",
                         " and queued again" if self.opts.requeue_orphans else "")
-            raise SystemExit(130) from None  # a clean exit status, without Hydra's traceback
+            # a clean exit status (the shell's 128 + signal number), without Hydra's traceback
+            raise SystemExit(143 if isinstance(exc, Terminated) else 130) from None
         except BaseException:
             status = "FAILED"
             raise
