@@ -99,6 +99,12 @@ class TrialJob:
         return tags
 
 
+class JobInterrupted(Exception):
+    """A sweep job stopped by Ctrl-C or SIGTERM after its run ended as KILLED. Raised instead of
+    KeyboardInterrupt, which joblib answers by ending every worker, the other jobs' mid-cleanup too;
+    Hydra records this one as the job's failure and the sweeper queues the trial again."""
+
+
 def is_pruned(exc: BaseException | None) -> bool:
     """Whether ``exc`` is Optuna's ``TrialPruned`` (without importing Optuna: if it is not loaded,
     nothing can have raised it)."""

@@ -27,7 +27,7 @@ from ocrexp import config
 from ocrexp.errors import OcrexpError, exit_with_error, interrupted, raise_terminated
 from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
-from ocrexp.sweep_protocol import TrialJob, is_pruned
+from ocrexp.sweep_protocol import JobInterrupted, TrialJob, is_pruned
 
 config.register()  # the schema and resolvers the composition below needs
 log = logging.getLogger("ocrexp.train")  # not __name__: `python -m ocrexp.train` runs as __main__
@@ -235,6 +235,10 @@ def _hydra_main(cfg: DictConfig) -> float | list[float]:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failure and goes on
         exit_with_error(str(exc))
+    except KeyboardInterrupt as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN and TrialJob.from_env() is not None:
+            raise JobInterrupted(interrupted(exc)[0]) from None
+        raise
 
 
 def main() -> None:

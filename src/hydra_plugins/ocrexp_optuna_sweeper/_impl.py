@@ -29,6 +29,7 @@ from ._resume import FAIL_KIND, FAIL_REASON, Ownership
 from .config import OcrexpOptunaSweeperConf
 
 log = logging.getLogger(__name__)
+JOBS_GRACE_S = 30.0  # how long an interrupted sweep waits for its jobs to end their runs as KILLED
 
 
 def _plain(value: Any) -> Any:
@@ -108,6 +109,7 @@ class OptunaSweeperImpl:
             status = "KILLED"
             if isinstance(exc, Terminated):  # SIGTERM reached only this process: pass it on to the jobs
                 _interrupt_children()
+            loop.wait_for_jobs(JOBS_GRACE_S)
             log.warning("Interrupted: running trials marked FAIL%s; run the same command again to resume",
                         " and queued again" if self.opts.requeue_orphans else "")
             # a clean exit status (the shell's 128 + signal number), without Hydra's traceback

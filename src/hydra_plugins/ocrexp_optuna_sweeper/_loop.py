@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ocrexp.sweep_protocol import is_pruned
+from ocrexp.sweep_protocol import JobInterrupted, is_pruned
 
 from ._resume import FAIL_KIND, FAIL_REASON, Ownership, mark_failed
 from ._search_space import SearchSpace, format_value, quote
@@ -91,8 +91,8 @@ class TrialLoop:
     def run(self) -> None:
         """Run the worker threads to the end; on Ctrl-C, fail our running trials and re-raise."""
         self.ownership.start()
-        threads = [threading.Thread(target=self._worker, name=f"optuna-slot-{i}", daemon=True)
-                   for i in range(self.n_jobs)]
+        self._threads = threads = [threading.Thread(target=self._worker, name=f"optuna-slot-{i}", daemon=True)
+                                   for i in range(self.n_jobs)]
         for t in threads:
             t.start()
         try:
@@ -111,6 +111,17 @@ class TrialLoop:
             self.ownership.stop()
         if self._error is not None:
             raise self._error
+
+    def wait_for_jobs(self, grace_s: float) -> bool:
+        """After an interruption, give the running jobs up to ``grace_s`` to end their MLflow runs
+        (they got the signal too, or the sweeper passed it on), so that the launcher's workers are
+        not ended under them at exit. True when every slot has returned."""
+        threads = getattr(self, "_threads", [])
+        deadline = time.monotonic() + grace_s
+        for t in threads:
+            while t.is_alive() and time.monotonic() < deadline:
+                t.join(timeout=0.5)  # a timed join keeps a second Ctrl-C deliverable
+        return not any(t.is_alive() for t in threads)
 
     def _worker(self) -> None:
         try:
@@ -182,9 +193,17 @@ class TrialLoop:
 
         start = time.monotonic()
         try:
-            outcome = outcome_of(self.launch(self.overrides(trial), trial.number), self.n_values)
+            ret = self.launch(self.overrides(trial), trial.number)
+            outcome = outcome_of(ret, self.n_values)
         except Exception as exc:  # the launcher itself failed (e.g. its worker process died)
             outcome = Outcome("FAIL", reason=f"the launcher failed: {type(exc).__name__}: {exc}")
+        else:
+            if isinstance(getattr(ret, "_return_value", None), JobInterrupted):  # as on Ctrl-C in the sweep
+                with self._lock:
+                    mark_failed(self.study, self.ownership.storage, trial, "interrupted",
+                                "the sweep was interrupted", self.requeue)
+                    self.ownership.release(trial._trial_id)
+                return
         outcome.seconds = time.monotonic() - start
         try:
             self.before_tell(trial, outcome)
