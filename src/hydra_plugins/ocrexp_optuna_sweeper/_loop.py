@@ -85,6 +85,7 @@ class TrialLoop:
         self._stop = threading.Event()
         self._finished = False
         self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []  # the slots, once run() has started them
         self._t0 = time.monotonic()
 
     # -- driver ----------------------------------------------------------------------------------
@@ -116,12 +117,11 @@ class TrialLoop:
         """After an interruption, give the running jobs up to ``grace_s`` to end their MLflow runs
         (they got the signal too, or the sweeper passed it on), so that the launcher's workers are
         not ended under them at exit. True when every slot has returned."""
-        threads = getattr(self, "_threads", [])
         deadline = time.monotonic() + grace_s
-        for t in threads:
+        for t in self._threads:
             while t.is_alive() and time.monotonic() < deadline:
                 t.join(timeout=0.5)  # a timed join keeps a second Ctrl-C deliverable
-        return not any(t.is_alive() for t in threads)
+        return not any(t.is_alive() for t in self._threads)
 
     def _worker(self) -> None:
         try:
