@@ -13,6 +13,9 @@ sweep trained are read from its study.
     python benchmarks/pruning_benchmark.py --sampler tpe --seed 1 --limit-train 12000 \
         --validation-split 0.5 --override schedule=cosine --pruners rung_rank   # as cnn_optuna_rung_rank sweeps
 
+With ``--sampler tpe`` a shipped config keeps its own kind of TPE (``cnn_optuna_rung_rank``: ``rung_tpe``,
+which learns from pruned trials' progress); the unpruned sweep and the other variants use plain TPE.
+
 ``--override`` goes to every sweep, the unpruned one included: ``cnn_optuna_rung_rank`` decays each
 trial's learning rate (``schedule=cosine``), so its unpruned counterpart must too.
 
@@ -86,6 +89,23 @@ def pruner_spec(name: str) -> Any:
     return PRUNERS[name]
 
 
+def shipped_sampler(name: str) -> str:
+    """The sampler name shipped config ``name`` sweeps with (``cnn_optuna``'s ``tpe`` unless it sets one)."""
+    from omegaconf import OmegaConf
+
+    own = OmegaConf.select(OmegaConf.load(REPO / "conf" / "hparams_search" / f"{SHIPPED[name]}.yaml"),
+                           "hydra.sweeper.sampler", default="tpe")
+    return own if isinstance(own, str) else own.name
+
+
+def sampler_of(args: argparse.Namespace, variant: str) -> str:
+    """``--sampler`` for ``variant``'s sweep, except that with ``--sampler tpe`` a shipped config keeps its
+    own kind of TPE (``cnn_optuna_rung_rank``'s ``rung_tpe``): that is what users of it sweep with."""
+    if args.sampler == "tpe" and PRUNERS[variant] is None and shipped_sampler(variant).endswith("tpe"):
+        return shipped_sampler(variant)
+    return args.sampler
+
+
 def overrides(name: str) -> list[str]:
     """The command-line overrides that select pruner ``name``."""
     if PRUNERS[name] is None:
@@ -119,7 +139,7 @@ def run_sweep(args: argparse.Namespace, variant: str, study: str) -> float:
     """One ``ocrexp-train -m`` sweep; returns its wall time in seconds."""
     return run_train(args, [
         "-m", *overrides(variant), *training(args, args.seed), "tracking.experiment_name=pruning-benchmark",
-        f"hydra.sweeper.sampler={args.sampler}", f"hydra.sweeper.n_trials={args.trials}",
+        f"hydra.sweeper.sampler={sampler_of(args, variant)}", f"hydra.sweeper.n_trials={args.trials}",
         f"hydra.sweeper.n_jobs={args.jobs}", f"hydra.sweeper.study_name={study}",
     ], study)
 
@@ -164,6 +184,12 @@ def summarize(args: argparse.Namespace, study_name: str, seconds: float) -> dict
     }
 
 
+def within(gap: float) -> bool:
+    """``gap`` is at most 0.1 point. Keras logs accuracies as float32: 15 of 15,000 images (exactly 0.1
+    point) comes out as 0.100005, so compare at the resolution of the values, not of the floats."""
+    return round(gap, 4) <= 0.1
+
+
 def points(gap: float) -> str:
     """``gap`` (unpruned minus pruned, in points) as words."""
     return f"{gap:.2f} points below" if gap >= 0 else f"{-gap:.2f} points above"
@@ -186,7 +212,7 @@ def compare_anew(args: argparse.Namespace, rows: list[dict]) -> None:
         line = f"{r['run']:<19} {mean:.4f} ({each})"
         if r is not rows[0]:
             gap = r["reevaluated_gap_points"] = 100 * (plain - mean)
-            line += f"  {points(gap)} the unpruned sweep's choice ({'goal met' if gap <= 0.1 else 'goal: <= 0.1'})"
+            line += f"  {points(gap)} the unpruned sweep's choice ({'goal met' if within(gap) else 'goal: <= 0.1'})"
         print(line)
 
 
@@ -231,7 +257,7 @@ def main() -> None:
     new_sweeps = [] if args.from_summary else ([] if rows else ["unpruned"]) + [n for n in args.pruners.split(",") if n]
     for variant in new_sweeps:
         study = f"bench-{variant}-{stamp}"
-        rows.append({"run": variant, **summarize(args, study, run_sweep(args, variant, study))})
+        rows.append({"run": variant, "sampler": sampler_of(args, variant), **summarize(args, study, run_sweep(args, variant, study))})
 
     plain = rows[0]
     print(f"\n{'run':<19} {'trials':>6} {'pruned':>6} {'epochs':>6} {'best val acc':>12} {'wall s':>7}")
@@ -245,7 +271,7 @@ def main() -> None:
             continue
         r["best_gap_points"] = 100 * (plain["best_val_accuracy"] - r["best_val_accuracy"])
         epochs_ok = "goal met" if r["epoch_ratio"] <= 1 / 3 else "goal: <= 33%"
-        best_ok = "goal met" if r["best_gap_points"] <= 0.1 else "goal: <= 0.1"
+        best_ok = "goal met" if within(r["best_gap_points"]) else "goal: <= 0.1"
         print(f"{r['run']}: {r['epoch_ratio']:.0%} of the epochs ({epochs_ok}); best val accuracy "
               f"{points(r['best_gap_points'])} the unpruned best ({best_ok})")
     if args.reevaluate:

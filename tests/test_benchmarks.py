@@ -112,6 +112,21 @@ def test_pruning_benchmark_summarizes_a_sweep_whose_every_trial_was_pruned(tmp_p
     assert row["trials"] == row["pruned"] == 2 and row["epochs"] == 2 and row["best_val_accuracy"] is None
 
 
+def test_pruning_benchmark_sweeps_a_shipped_config_with_its_own_kind_of_tpe(monkeypatch):
+    """cnn_optuna_rung_rank samples with rung_tpe: --sampler tpe keeps it; other samplers replace it."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS[0].parent))
+    import pruning_benchmark
+
+    def sampler(name, variant):
+        return pruning_benchmark.sampler_of(argparse.Namespace(sampler=name), variant)
+
+    assert [sampler("tpe", v) for v in ("unpruned", "hyperband", "rung_rank", "rung_rank_3")] == \
+        ["tpe", "tpe", "rung_tpe", "tpe"]
+    assert sampler("random", "rung_rank") == "random"
+
+
 @pytest.mark.slow
 def test_step_profile_lists_the_train_steps_costliest_ops(mnist):
     script = next(p for p in SCRIPTS if p.stem == "step_profile")

@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from omegaconf import OmegaConf
 
 from hydra_plugins.ocrexp_optuna_sweeper import _search_space
 from hydra_plugins.ocrexp_optuna_sweeper._errors import SweeperError
@@ -112,7 +113,7 @@ def test_unknown_sampler_and_pruner_name_the_accepted_ones():
         make_sampler("grid", 0, space)
 
 
-@pytest.mark.parametrize("name", ["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsgaii"])
+@pytest.mark.parametrize("name", ["tpe", "rung_tpe", "random", "grid", "cmaes", "gp", "qmc", "nsgaii"])
 def test_every_sampler_is_seeded_so_a_sweep_repeats(name):
     needs = {"cmaes": "cmaes", "gp": "torch"}.get(name)
     if needs and importlib.util.find_spec(needs) is None:
@@ -160,6 +161,8 @@ def test_shipped_hparams_search_configs_compose_with_the_sweeper(search):
         assert sweeper.pruner.name == "hyperband" and sweeper.pruner.max_resource == 3
     if search == "cnn_optuna_rung_rank":
         assert make_pruner(sweeper.pruner).rungs == (1, 2) and cfg.schedule._target_.endswith(".cosine")
+        sampler = make_sampler(OmegaConf.to_container(sweeper.sampler), 0, space)
+        assert type(sampler).__name__ == "RungTPESampler" and sampler._n_startup_trials == 8
 
 
 def test_slurm_launcher_config_composes_with_the_sweeper():

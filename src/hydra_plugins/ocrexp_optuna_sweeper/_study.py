@@ -19,13 +19,14 @@ from ._errors import SweeperError
 from ._resume import FAIL_KIND
 
 SAMPLERS = {
-    "tpe": "TPESampler",
-    "random": "RandomSampler",
-    "grid": "GridSampler",
-    "cmaes": "CmaEsSampler",
-    "gp": "GPSampler",
-    "qmc": "QMCSampler",
-    "nsgaii": "NSGAIISampler",
+    "tpe": "optuna.samplers.TPESampler",
+    "random": "optuna.samplers.RandomSampler",
+    "grid": "optuna.samplers.GridSampler",
+    "cmaes": "optuna.samplers.CmaEsSampler",
+    "gp": "optuna.samplers.GPSampler",
+    "qmc": "optuna.samplers.QMCSampler",
+    "nsgaii": "optuna.samplers.NSGAIISampler",
+    "rung_tpe": "ocrexp.rung_sampler.RungTPESampler",  # TPE for heavily pruned sweeps
 }
 NEEDS = {"cmaes": ("cmaes", "cmaes"), "gp": ("torch", "torch")}  # sampler -> (module, pip package)
 DIRECTIONS = ("maximize", "minimize")
@@ -68,6 +69,8 @@ def is_server_url(url: str) -> bool:
 
 def make_sampler(spec: Any, seed: int | None, space: _search_space.SearchSpace):
     """A seeded Optuna sampler from a name, ``{name: …, **arguments}`` or ``{_target_: …}``."""
+    import importlib
+
     import optuna
 
     if isinstance(spec, Mapping) and "_target_" in spec:
@@ -91,7 +94,8 @@ def make_sampler(spec: Any, seed: int | None, space: _search_space.SearchSpace):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # qmc, gp
-            return getattr(optuna.samplers, SAMPLERS[name])(**kwargs)
+            module, _, cls = SAMPLERS[name].rpartition(".")
+            return getattr(importlib.import_module(module), cls)(**kwargs)
     except (TypeError, ValueError) as exc:
         raise SweeperError(f"hydra.sweeper.sampler {name!r} rejects {sorted(kwargs)}: {exc}.") from None
 
