@@ -101,9 +101,8 @@ def shipped_sampler(name: str) -> str:
 def sampler_of(args: argparse.Namespace, variant: str) -> str:
     """``--sampler`` for ``variant``'s sweep, except that with ``--sampler tpe`` a shipped config keeps its
     own kind of TPE (``cnn_optuna_rung_rank``'s ``rung_tpe``): that is what users of it sweep with."""
-    if args.sampler == "tpe" and PRUNERS[variant] is None and shipped_sampler(variant).endswith("tpe"):
-        return shipped_sampler(variant)
-    return args.sampler
+    own = shipped_sampler(variant) if PRUNERS[variant] is None else args.sampler
+    return own if args.sampler == "tpe" and own.endswith("tpe") else args.sampler
 
 
 def overrides(name: str) -> list[str]:

@@ -62,6 +62,8 @@ class RungTPESampler(optuna.samplers.TPESampler):
         super().__init__(**kwargs)
         self.min_trials = min_trials
 
+    # TPESampler._sample is where Optuna (pinned <6) reads the study's trials for both relative and
+    # independent sampling: the one place to hand it the view.
     def _sample(self, study, trial, search_space):
         if study._is_multi_objective():
             return super()._sample(study, trial, search_space)
