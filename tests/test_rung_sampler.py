@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import optuna
+import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hydra_plugins.ocrexp_optuna_sweeper import _search_space
+from hydra_plugins.ocrexp_optuna_sweeper._errors import SweeperError
 from hydra_plugins.ocrexp_optuna_sweeper._study import make_sampler
 from ocrexp.rung_sampler import RungTPESampler, at_step, fidelity_step
 
@@ -74,3 +76,9 @@ def test_the_sweeper_builds_it_by_name_seeded():
     sampler = make_sampler({"name": "rung_tpe", "n_startup_trials": 8, "min_trials": 5}, 3, space)
     assert isinstance(sampler, RungTPESampler) and sampler.min_trials == 5 and sampler._n_startup_trials == 8
     assert draws(pruned_sweep(), make_sampler("rung_tpe", 3, space)) == draws(pruned_sweep(), make_sampler("rung_tpe", 3, space))
+
+
+def test_a_wrong_setting_is_one_sentence_naming_it():
+    space = _search_space.build({"x": "interval(0, 1)"}, [])
+    with pytest.raises(SweeperError, match=r"'rung_tpe' rejects \['min_trials', 'seed'\]: min_trials must be at least 1, not 0\.$"):
+        make_sampler({"name": "rung_tpe", "min_trials": 0}, 3, space)

@@ -56,9 +56,11 @@ class _StepView:
 
 class RungTPESampler(optuna.samplers.TPESampler):
     """``TPESampler`` fitted at the latest epoch ``min_trials`` trials reached (BOHB's rule); the
-    final values once that many trials finished. Single-objective studies only."""
+    final values once that many trials finished. With several objectives it is plain TPE."""
 
     def __init__(self, *, min_trials: int = 6, **kwargs: Any):
+        if min_trials < 1:
+            raise ValueError(f"min_trials must be at least 1, not {min_trials}")
         super().__init__(**kwargs)
         self.min_trials = min_trials
 
