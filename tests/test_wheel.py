@@ -4,17 +4,20 @@ the dependencies it declares are enough to train.
 The checkout's editable install hides packaging mistakes (``conf/`` is found next to ``src/``),
 so this builds the real wheel with pip and runs it from a directory outside the checkout: once in
 a venv that borrows this environment's packages (fast checks), and once installed by pip with its
-declared dependencies into a fresh venv (from pip's cache where it can), training ``debug=fast``.
+declared dependencies into a fresh venv (at the versions tested here), training ``debug=fast``.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
 import venv
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,15 +83,30 @@ def test_installed_wheel_registers_the_optuna_sweeper(installed, tmp_path):
     assert "OcrexpOptunaSweeper" in info.stdout and "ExperimentsSearchPath" in info.stdout
 
 
+def _versions_here(path: Path) -> Path:
+    """A constraints file holding this environment's versions: pip still installs only what the wheel
+    declares, but resolves to releases already tested rather than whatever the registry
+    published minutes ago, so a new upstream release cannot fail this test."""
+    pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
+                   if d.metadata["Name"] and d.metadata["Name"].lower() != "ocrexp"})
+    path.write_text("\n".join(pins) + "\n")
+    return path
+
+
 @pytest.fixture(scope="module")
-def installed_with_dependencies(wheel, tmp_path_factory) -> Path:
-    """A fresh venv where pip installed the wheel and whatever it declares, nothing else."""
+def installed_with_dependencies(wheel, tmp_path_factory) -> Iterator[Path]:
+    """A fresh venv where pip installed the wheel and whatever it declares, nothing else; removed
+    afterwards, since pytest keeps its last three temporary trees and each such venv is ~3 GB."""
     env = tmp_path_factory.mktemp("venv_deps")
     venv.EnvBuilder(with_pip=True).create(env)
     python = env / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True, timeout=1200,
-                   capture_output=True)
-    return python
+    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(_versions_here(env / "constraints.txt")),
+                          str(wheel)], timeout=1200, capture_output=True, text=True)
+    if pip.returncode != 0:
+        shutil.rmtree(env)
+        pytest.fail(f"pip could not install the wheel with its dependencies:\n{pip.stdout[-2000:]}{pip.stderr[-4000:]}")
+    yield python
+    shutil.rmtree(env)
 
 
 @pytest.mark.slow
