@@ -223,6 +223,34 @@ def test_a_trial_is_never_pruned_after_its_last_epoch_and_a_resumed_one_replays_
     assert study.trials[0].intermediate_values == {1: 0.2, 2: 0.5, 3: 0.5, 4: 0.6}
 
 
+def test_a_job_whose_trial_the_sweep_ended_stops_and_its_run_ends_killed_saying_why(tmp_path):
+    # A sweep that took the job for a dead one (or was interrupted) has failed the trial and queued
+    # its parameters again: the job's next report is refused, and the job stops with the reason.
+    import mlflow
+    import optuna
+
+    from hydra_plugins.ocrexp_optuna_sweeper._resume import mark_failed
+    from ocrexp.pruning import TrialReporter, open_storage
+    from ocrexp.sweep_protocol import TrialEnded
+    from ocrexp.tracking import RunTracker
+
+    url = str(tmp_path / "study.journal")
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    reporter = TrialReporter(url, "s", trial._trial_id)
+    reporter.report(1, 0.3)
+    assert mark_failed(study, storage, trial, "orphaned", "left RUNNING: no heartbeat for 130 s", requeue=True) == 1
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(TrialEnded) as ended, RunTracker(compose(f"tracking.uri={uri}"), "trial-0") as tracker:
+        reporter.report(2, 0.4)
+    assert str(ended.value) == ("the sweep ended trial 0 (FAIL: left RUNNING: no heartbeat for 130 s) "
+                                "while this job trained it")
+    run = mlflow.MlflowClient(uri).get_run(tracker.run_id)
+    assert (run.info.status, run.data.tags["ocrexp.error"]) == ("KILLED", str(ended.value))
+    assert study.trials[0].intermediate_values == {1: 0.3}
+
+
 def sweep_with_shipped_pruner(app, tmp_path, search: str) -> dict:
     """12 toy trials of 9 steps under ``hparams_search=search``'s pruner; the study's trials by state."""
     shipped = compose(f"hparams_search={search}", hydra=True).hydra.sweeper.pruner
@@ -325,6 +353,32 @@ def test_killed_sweep_resumes_with_exact_trial_count(app, tmp_path):
     assert parent.data.tags["ocrexp.role"] == "optuna-study"
     exp = client.get_experiment_by_name("sweeps")
     assert len(client.search_runs([exp.experiment_id], "tags.`ocrexp.role` = 'optuna-study'")) == 1
+
+
+def test_ctrl_c_to_a_sweep_waits_for_its_jobs_and_keeps_the_results_they_finish(app, tmp_path):
+    # Ctrl-C reached the sweep alone, and its jobs run on to their last step: each slot tells its
+    # trial's result before the sweep fails whatever is still running, so no job has its trial
+    # ended under it (CI once saw UpdateFinishedTrialError fail a KILLED run that way).
+    proc = start_sweep(app, tmp_path, "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=2", "steps=8", "sleep=0.5")
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            time.sleep(0.2)
+            if glob.glob(str(tmp_path / "mlruns" / "optuna" / "*.journal")):
+                running = by_state(load_study(tmp_path)).get("RUNNING", [])
+                if len(running) == 2 and all(t.intermediate_values for t in running):
+                    break
+        else:
+            pytest.fail("the sweep never had 2 trials reporting at once")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 130, out[-4000:]
+    states = by_state(load_study(tmp_path))
+    assert {t.number for t in states["COMPLETE"]} >= {t.number for t in running} and "FAIL" not in states, out[-4000:]
+    assert "Interrupted: no trial was left running; run the same command again to resume" in out
+    assert "UpdateFinishedTrialError" not in out
 
 
 # -- several workers on one PostgreSQL study --------------------------------------------------------

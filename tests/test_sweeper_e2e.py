@@ -97,10 +97,11 @@ def test_sigterm_to_a_sweep_ends_it_and_its_running_trials_killed_and_queues_the
     finally:
         proc.kill()
     assert proc.returncode == 143, err
-    assert "Interrupted: running trials marked FAIL and queued again; run the same command again to resume" in out
     runs = project.runs()
     (parent,) = [r for r in runs if r.data.tags.get("ocrexp.role") == "optuna-study"]
     trials = [r for r in runs if r is not parent]
+    numbers = ", ".join(sorted(r.data.tags["optuna.trial_number"] for r in trials))
+    assert f"Interrupted: trials {numbers} marked FAIL and queued again; run the same command again to resume" in out
     assert parent.info.status == "KILLED"
     assert [(r.info.status, r.data.tags["ocrexp.error"]) for r in trials] == [("KILLED", "interrupted (Ctrl-C)")] * 2
     assert "2 FAIL, 2 WAITING" in out  # the interrupted trials, and their parameters queued again

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ocrexp.errors import ConfigError
-from ocrexp.sweep_protocol import PRUNER_ATTR, RETRY_OF, TrialJob
+from ocrexp.sweep_protocol import FAIL_REASON, PRUNER_ATTR, RETRY_OF, TrialEnded, TrialJob
 
 PRUNERS = {
     "hyperband": "optuna.pruners.HyperbandPruner",
@@ -101,7 +101,8 @@ def make_pruner(spec: Any = None):
 
 
 class TrialReporter:
-    """Reports one trial's per-epoch metric to Optuna and raises ``optuna.TrialPruned`` when pruned.
+    """Reports one trial's per-epoch metric to Optuna and raises ``optuna.TrialPruned`` when pruned,
+    ``TrialEnded`` when the sweep has ended the trial meanwhile.
 
     The value reported at step ``n`` (epochs completed) is the best value so far, the same
     best-over-epochs quantity the task returns, so pruners compare like with like.
@@ -116,6 +117,7 @@ class TrialReporter:
         # A random sampler keeps Trial() cheap: the job suggests nothing, it only reports.
         self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
                                        sampler=optuna.samplers.RandomSampler())
+        self.storage = storage
         self.trial = optuna.trial.Trial(self.study, trial_id)
         self.monitor = monitor
         self.multi_objective = len(self.study.directions) > 1  # Optuna prunes single objectives only
@@ -128,11 +130,23 @@ class TrialReporter:
         for step, value in enumerate(values, start=1):
             if math.isfinite(float(value)):
                 self._keep_best(float(value))
-                self.trial.report(self.best, step)
+                self._report(step)
 
     def _keep_best(self, value: float) -> None:
         if self.best is None or (value > self.best if self.maximize else value < self.best):
             self.best = value
+
+    def _report(self, step: int) -> None:
+        """Record the best value so far at ``step``; ``TrialEnded`` if the sweep has ended the trial."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            self.trial.report(self.best, step)
+        except UpdateFinishedTrialError:
+            trial = self.storage.get_trial(self.trial._trial_id)
+            reason = trial.user_attrs.get(FAIL_REASON)
+            raise TrialEnded(f"the sweep ended trial {trial.number} ({trial.state.name}"
+                             f"{': ' + reason if reason else ''}) while this job trained it") from None
 
     def report(self, step: int, value: float, last: bool = False) -> None:
         """Record ``value`` after ``step`` epochs; raise ``optuna.TrialPruned`` if the pruner says so.
@@ -144,7 +158,7 @@ class TrialReporter:
         if not math.isfinite(value):
             return  # a NaN loss is the training loop's failure to report, not a pruning signal
         self._keep_best(value)
-        self.trial.report(self.best, step)
+        self._report(step)
         if not last and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {step}: best {self.monitor} {self.best:.4f}")
 

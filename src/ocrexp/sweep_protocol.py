@@ -31,6 +31,9 @@ ENV_PARENT_RUN_ID = "OCREXP_PARENT_RUN_ID"
 PRUNER_ATTR = "ocrexp.pruner"
 # Trial user attribute: the number of the trial this one retries (re-queued after its worker died).
 RETRY_OF = "ocrexp.retry_of"
+# Trial user attributes of a FAIL trial: why the sweeper failed it, and in its words.
+FAIL_KIND = "ocrexp.fail_kind"  # error | orphaned | interrupted | surplus
+FAIL_REASON = "ocrexp.fail_reason"
 
 # Tags on a trial's MLflow run.
 PARENT_TAG = "mlflow.parentRunId"
@@ -103,6 +106,11 @@ class JobInterrupted(Exception):
     """A sweep job stopped by Ctrl-C or SIGTERM after its run ended as KILLED. Raised instead of
     KeyboardInterrupt, which joblib answers by ending every worker, the other jobs' mid-cleanup too;
     Hydra records this one as the job's failure and the sweeper queues the trial again."""
+
+
+class TrialEnded(JobInterrupted):
+    """The sweep ended a job's trial while the job still trained it (it was interrupted, or took the
+    job for a dead one and queued its parameters again): the job stops, its run ends as KILLED."""
 
 
 def is_pruned(exc: BaseException | None) -> bool:

@@ -117,8 +117,9 @@ def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None, *,
         slot.finish()
     except BaseException as exc:
         # Over for good: a pruned trial, and a trial that failed (the sweeper retries only trials
-        # whose worker died or was interrupted). A single run keeps its checkpoint to rerun after a fix.
-        if is_pruned(exc) or (trial is not None and not isinstance(exc, KeyboardInterrupt)):
+        # whose worker died or was interrupted, or that it ended). A single run keeps its checkpoint
+        # to rerun after a fix.
+        if is_pruned(exc) or (trial is not None and not isinstance(exc, (KeyboardInterrupt, JobInterrupted))):
             slot.finish()
         raise
     finally:

@@ -20,12 +20,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 from ocrexp import paths
 from ocrexp.errors import Terminated
-from ocrexp.sweep_protocol import TrialJob, redact
+from ocrexp.sweep_protocol import FAIL_KIND, FAIL_REASON, TrialJob, redact
 
 from . import _search_space, _study
 from ._errors import SweeperError
 from ._loop import Outcome, TrialLoop, format_values
-from ._resume import FAIL_KIND, FAIL_REASON, Ownership
+from ._resume import Ownership
 from .config import OcrexpOptunaSweeperConf
 
 log = logging.getLogger(__name__)
@@ -101,17 +101,15 @@ class OptunaSweeperImpl:
         loop = TrialLoop(study=self.study, ownership=ownership, space=space, launch=self._launch, env=self._env,
                          before_tell=self._before_tell, after_tell=self._after_tell, n_trials=self.n_trials,
                          n_jobs=self.n_jobs, n_values=len(self.directions), max_failures=self.max_failures,
-                         timeout=self.opts.timeout, requeue=self.opts.requeue_orphans)
+                         timeout=self.opts.timeout, requeue=self.opts.requeue_orphans,
+                         on_interrupt=_pass_on, grace_s=JOBS_GRACE_S)
         status = "FINISHED"
         try:
             loop.run()
         except KeyboardInterrupt as exc:
             status = "KILLED"
-            if isinstance(exc, Terminated):  # SIGTERM reached only this process: pass it on to the jobs
-                _interrupt_children()
-            loop.wait_for_jobs(JOBS_GRACE_S)
-            log.warning("Interrupted: running trials marked FAIL%s; run the same command again to resume",
-                        " and queued again" if self.opts.requeue_orphans else "")
+            log.warning("Interrupted: %s; run the same command again to resume", _interrupted_trials(
+                loop.interrupted, self.opts.requeue_orphans))
             # a clean exit status (the shell's 128 + signal number), without Hydra's traceback
             raise SystemExit(143 if isinstance(exc, Terminated) else 130) from None
         except BaseException:
@@ -307,6 +305,21 @@ class OptunaSweeperImpl:
         return (f"The sweep stopped because {len(failed)} trials of study {self.study_name} failed, more than "
                 f"max_failure_rate={self.opts.max_failure_rate} of n_trials={self.n_trials} allows "
                 f"({self.max_failures}){why}.")
+
+
+def _interrupted_trials(numbers: list[int], requeued: bool) -> str:
+    """``trials 3, 4 marked FAIL and queued again``: what an interruption did to the running trials."""
+    if not numbers:
+        return "no trial was left running"
+    numbers = sorted(numbers)
+    return (f"trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))} marked FAIL"
+            f"{' and queued again' if requeued else ''}")
+
+
+def _pass_on(exc: KeyboardInterrupt) -> None:
+    """SIGTERM reached only this process (Ctrl-C reaches the whole group): pass it on to the jobs."""
+    if isinstance(exc, Terminated):
+        _interrupt_children()
 
 
 def _interrupt_children() -> None:

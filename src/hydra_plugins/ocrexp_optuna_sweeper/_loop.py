@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ocrexp.sweep_protocol import JobInterrupted, is_pruned
+from ocrexp.sweep_protocol import FAIL_KIND, FAIL_REASON, JobInterrupted, is_pruned
 
-from ._resume import FAIL_KIND, FAIL_REASON, Ownership, mark_failed
+from ._resume import Ownership, mark_failed
 from ._search_space import SearchSpace, format_value, quote
 from ._study import Counts
 
@@ -66,62 +66,66 @@ class TrialLoop:
 
     ``launch(overrides, job_idx)`` runs one job and returns its ``JobReturn``; ``env(trial)`` gives
     the per-job environment; ``before_tell(trial, outcome)`` may add user attributes; and
-    ``after_tell(frozen_trial, outcome, counts)`` reports progress.
+    ``after_tell(frozen_trial, outcome, counts)`` reports progress. On Ctrl-C (or SIGTERM raised as
+    one) ``on_interrupt(exc)`` may pass it on to the jobs, which get up to ``grace_s`` to end.
     """
 
     def __init__(self, *, study: Any, ownership: Ownership, space: SearchSpace,
                  launch: Callable[[list[str], int], Any], env: Callable[[Any], Mapping[str, str]],
                  before_tell: Callable[[Any, Outcome], None], after_tell: Callable[[Any, Outcome, Counts], None],
                  n_trials: int, n_jobs: int, n_values: int, max_failures: int, timeout: float | None,
-                 requeue: bool, poll: float = 1.0):
+                 requeue: bool, on_interrupt: Callable[[KeyboardInterrupt], None] = lambda exc: None,
+                 grace_s: float = 30.0, poll: float = 1.0):
         self.study, self.ownership, self.space = study, ownership, space
         self.launch, self.env, self.before_tell, self.after_tell = launch, env, before_tell, after_tell
         self.n_trials, self.n_jobs, self.n_values = n_trials, n_jobs, n_values
         self.max_failures, self.timeout, self.requeue, self.poll = max_failures, timeout, requeue, poll
+        self.on_interrupt, self.grace_s = on_interrupt, grace_s
         self.stop_reason: str | None = None  # "timeout", "failures" or "interrupted"
         self.stop_message: str | None = None
+        self.interrupted: list[int] = []  # the trials an interruption failed (and queued again)
         self._lock = threading.RLock()  # serialises study.ask/tell and the budget check
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._finished = False
         self._error: BaseException | None = None
-        self._threads: list[threading.Thread] = []  # the slots, once run() has started them
+        self._slots = 0  # the slot threads still running
         self._t0 = time.monotonic()
 
     # -- driver ----------------------------------------------------------------------------------
     def run(self) -> None:
-        """Run the worker threads to the end; on Ctrl-C, fail our running trials and re-raise."""
+        """Run the worker threads to the end; on Ctrl-C, wait for the jobs, fail our trials still running
+        and re-raise."""
         self.ownership.start()
-        self._threads = threads = [threading.Thread(target=self._worker, name=f"optuna-slot-{i}", daemon=True)
-                                   for i in range(self.n_jobs)]
-        for t in threads:
-            t.start()
+        self._slots = self.n_jobs
+        for i in range(self.n_jobs):
+            threading.Thread(target=self._worker, name=f"optuna-slot-{i}", daemon=True).start()
         try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(timeout=0.5)  # a timed join keeps Ctrl-C deliverable
-        except KeyboardInterrupt:
+            self._wait_for_slots()
+        except KeyboardInterrupt as exc:
             self._halt("interrupted", "the sweep was interrupted")
+            self.on_interrupt(exc)
+            # The jobs first: each slot marks its trial FAIL (and queues it again) once its job has
+            # ended its run, or tells its result if it finished meanwhile. A trial failed while its
+            # job still trains would refuse the job's next report and fail its run.
+            try:
+                self._wait_for_slots(self.grace_s)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+                pass
             for trial_id in self.ownership.mine():
-                trial = self.ownership.storage.get_trial(trial_id)
-                mark_failed(self.study, self.ownership.storage, trial, "interrupted",
-                            "the sweep was interrupted", self.requeue)
-                self.ownership.release(trial_id)
+                self._fail_interrupted(self.ownership.storage.get_trial(trial_id))
             raise
         finally:
             self.ownership.stop()
         if self._error is not None:
             raise self._error
 
-    def wait_for_jobs(self, grace_s: float) -> bool:
-        """After an interruption, give the running jobs up to ``grace_s`` to end their MLflow runs
-        (they got the signal too, or the sweeper passed it on), so that the launcher's workers are
-        not ended under them at exit. True when every slot has returned."""
-        deadline = time.monotonic() + grace_s
-        for t in self._threads:
-            while t.is_alive() and time.monotonic() < deadline:
-                t.join(timeout=0.5)  # a timed join keeps a second Ctrl-C deliverable
-        return not any(t.is_alive() for t in self._threads)
+    def _wait_for_slots(self, timeout: float | None = None) -> None:
+        """Until every slot has returned, or ``timeout`` s. It polls a count, because Python 3.11's
+        ``Thread.join`` interrupted by Ctrl-C takes the thread for ended while it still runs."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._slots and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.05)
 
     def _worker(self) -> None:
         try:
@@ -140,6 +144,7 @@ class TrialLoop:
             self._stop.set()
         finally:
             with self._wake:
+                self._slots -= 1
                 self._wake.notify_all()
 
     def _halt(self, reason: str, message: str) -> None:
@@ -187,6 +192,13 @@ class TrialLoop:
         env = [f"++hydra.job.env_set.{k}={quote(str(v))}" for k, v in self.env(trial).items()]
         return [*self.space.overrides(trial.params), *env]
 
+    def _fail_interrupted(self, trial: Any) -> None:
+        with self._lock:
+            if mark_failed(self.study, self.ownership.storage, trial, "interrupted", "the sweep was interrupted",
+                           self.requeue) is not False:
+                self.interrupted.append(trial.number)
+            self.ownership.release(trial._trial_id)
+
     def _run_trial(self, trial: Any) -> None:
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
@@ -199,10 +211,7 @@ class TrialLoop:
             outcome = Outcome("FAIL", reason=f"the launcher failed: {type(exc).__name__}: {exc}")
         else:
             if isinstance(getattr(ret, "_return_value", None), JobInterrupted):  # as on Ctrl-C in the sweep
-                with self._lock:
-                    mark_failed(self.study, self.ownership.storage, trial, "interrupted",
-                                "the sweep was interrupted", self.requeue)
-                    self.ownership.release(trial._trial_id)
+                self._fail_interrupted(trial)
                 return
         outcome.seconds = time.monotonic() - start
         try:

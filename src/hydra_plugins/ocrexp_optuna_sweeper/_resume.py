@@ -18,12 +18,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ocrexp.sweep_protocol import RETRY_OF
+from ocrexp.sweep_protocol import FAIL_KIND, FAIL_REASON, RETRY_OF
 
 OWNER = "ocrexp.owner"
 HEARTBEAT = "ocrexp.heartbeat"
-FAIL_KIND = "ocrexp.fail_kind"  # error | orphaned | interrupted | surplus
-FAIL_REASON = "ocrexp.fail_reason"
 
 log = logging.getLogger(__name__)
 

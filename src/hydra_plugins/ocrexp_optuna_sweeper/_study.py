@@ -12,11 +12,10 @@ from typing import Any
 
 from ocrexp.errors import ConfigError
 from ocrexp.pruning import make_pruner, open_storage, split_spec
-from ocrexp.sweep_protocol import PRUNER_ATTR, journal_path, redact
+from ocrexp.sweep_protocol import FAIL_KIND, PRUNER_ATTR, journal_path, redact
 
 from . import _search_space
 from ._errors import SweeperError
-from ._resume import FAIL_KIND
 
 SAMPLERS = {
     "tpe": "optuna.samplers.TPESampler",

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from ocrexp.errors import ConfigError, OcrexpError, Terminated
-from ocrexp.sweep_protocol import STATE_TAG, TrialJob, is_pruned
+from ocrexp.sweep_protocol import STATE_TAG, TrialEnded, TrialJob, is_pruned
 from ocrexp.tracking import liveness, store_process
 from ocrexp.tracking.store import (LockAware, StoreLocked, ensure_store, get_experiment_id, retry_while_locked,
                                    tracking_uri, ui_link)
@@ -170,6 +170,9 @@ class RunTracker:
             self.client.set_tag(self.run_id, "ocrexp.error", how)
             status = "KILLED"
             exc.killed_run = self.run_id  # for the command's last line
+        elif isinstance(exc, TrialEnded):
+            self.client.set_tag(self.run_id, "ocrexp.error", str(exc))
+            status = "KILLED"
         else:
             self.client.set_tag(self.run_id, "ocrexp.error", f"{exc_type.__name__}: {exc}"[:5000])
             status = "FAILED"
