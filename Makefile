@@ -1,17 +1,22 @@
 # Quick start: `make train` (set up and train the default experiment), `make test` (set up and test).
 # Extra arguments: make train ARGS="experiment=tutorial_augmented trainer.epochs=3"
 #                  make test PYTEST_ARGS="-k config"
+# Setup installs the exact versions in uv.lock (the ones the test suite passed with) into .venv with
+# uv, which pip installs into that venv first: Python 3.11 and pip are all a machine needs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ocrexp-installed
+UV_VERSION := 0.13.10
+# uv installs into $(VENV), keeps pip and itself there (--inexact), and never downloads a Python.
+UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(BIN)/uv
 
-.PHONY: train test data ui bench clean
+.PHONY: train test test-fast lock data ui bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(UV) sync --frozen --inexact --extra dev --python $(BIN)/python
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -19,6 +24,14 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Refresh the lock to the newest versions pyproject.toml allows; then run `make test` before committing it.
+lock: $(STAMP)
+	$(UV) lock --upgrade
+	$(UV) sync --frozen --inexact --extra dev --python $(BIN)/python
 
 data: $(STAMP)
 	$(BIN)/ocrexp data fetch mnist
