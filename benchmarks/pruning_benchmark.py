@@ -13,9 +13,6 @@ sweep trained are read from its study.
     python benchmarks/pruning_benchmark.py --sampler tpe --seed 1 --limit-train 12000 \
         --validation-split 0.5 --override schedule=cosine --pruners rung_rank   # as cnn_optuna_rung_rank sweeps
 
-With ``--sampler tpe`` a shipped config keeps its own kind of TPE (``cnn_optuna_rung_rank``: ``rung_tpe``,
-which learns from pruned trials' progress); the unpruned sweep and the other variants use plain TPE.
-
 ``--override`` goes to every sweep, the unpruned one included: ``cnn_optuna_rung_rank`` decays each
 trial's learning rate (``schedule=cosine``), so its unpruned counterpart must too.
 
@@ -89,22 +86,6 @@ def pruner_spec(name: str) -> Any:
     return PRUNERS[name]
 
 
-def shipped_sampler(name: str) -> str:
-    """The sampler name shipped config ``name`` sweeps with (``cnn_optuna``'s ``tpe`` unless it sets one)."""
-    from omegaconf import OmegaConf
-
-    own = OmegaConf.select(OmegaConf.load(REPO / "conf" / "hparams_search" / f"{SHIPPED[name]}.yaml"),
-                           "hydra.sweeper.sampler", default="tpe")
-    return own if isinstance(own, str) else own.name
-
-
-def sampler_of(args: argparse.Namespace, variant: str) -> str:
-    """``--sampler`` for ``variant``'s sweep, except that with ``--sampler tpe`` a shipped config keeps its
-    own kind of TPE (``cnn_optuna_rung_rank``'s ``rung_tpe``): that is what users of it sweep with."""
-    own = shipped_sampler(variant) if PRUNERS[variant] is None else args.sampler
-    return own if args.sampler == "tpe" and own.endswith("tpe") else args.sampler
-
-
 def overrides(name: str) -> list[str]:
     """The command-line overrides that select pruner ``name``."""
     if PRUNERS[name] is None:
@@ -138,7 +119,7 @@ def run_sweep(args: argparse.Namespace, variant: str, study: str) -> float:
     """One ``ocrexp-train -m`` sweep; returns its wall time in seconds."""
     return run_train(args, [
         "-m", *overrides(variant), *training(args, args.seed), "tracking.experiment_name=pruning-benchmark",
-        f"hydra.sweeper.sampler={sampler_of(args, variant)}", f"hydra.sweeper.n_trials={args.trials}",
+        f"hydra.sweeper.sampler={args.sampler}", f"hydra.sweeper.n_trials={args.trials}",
         f"hydra.sweeper.n_jobs={args.jobs}", f"hydra.sweeper.study_name={study}",
     ], study)
 
@@ -256,7 +237,7 @@ def main() -> None:
     new_sweeps = [] if args.from_summary else ([] if rows else ["unpruned"]) + [n for n in args.pruners.split(",") if n]
     for variant in new_sweeps:
         study = f"bench-{variant}-{stamp}"
-        rows.append({"run": variant, "sampler": sampler_of(args, variant), **summarize(args, study, run_sweep(args, variant, study))})
+        rows.append({"run": variant, "sampler": args.sampler, **summarize(args, study, run_sweep(args, variant, study))})
 
     plain = rows[0]
     print(f"\n{'run':<19} {'trials':>6} {'pruned':>6} {'epochs':>6} {'best val acc':>12} {'wall s':>7}")

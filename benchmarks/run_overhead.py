@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from scratch import scratch_project
+from throwaway_project import new_project
 
 BIN = Path(sys.executable).parent
 
@@ -54,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    root, env = scratch_project("ocrexp-overhead-")
+    root, env = new_project("ocrexp-overhead-")
     commands = {
         "bare keras": [sys.executable, "-c", BARE],
         "ocrexp-train": [str(BIN / "ocrexp-train"), "debug=fast"],

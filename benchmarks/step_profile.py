@@ -4,7 +4,7 @@ The recipe is composed and prepared as ``ocrexp-train`` does it (data, model, pr
 compile), then trained for a few warm-up steps and profiled over ``--steps`` more. Each op's time is
 summed over the profiled steps on TensorFlow's compute threads (ops on the two threads overlap, so
 the total exceeds wall time); the table lists the costliest ops per step and their share. This is
-how the speedrun's first block showed up as a third of its step (README "Performance").
+how the speedrun's first block showed up as a third of its step (docs/performance.md).
 
     python benchmarks/step_profile.py experiment=speedrun
     python benchmarks/step_profile.py experiment=tutorial --steps 64 --top 25
@@ -48,18 +48,19 @@ def profile(overrides: list[str], steps: int, logdir: Path) -> tuple[int, int, f
     import tensorflow as tf
 
     from ocrexp import config, fitting
+    from ocrexp.compat.keras import build_before_fit
     from ocrexp.train import prepare
 
     cfg = config.compose("tracking=none", "trainer.verbose=0", *overrides)
-    run = prepare(cfg)
-    stream, _ = fitting.datasets(cfg, run.splits, run.data.num_classes)
-    trainee = fitting.training_model(run.model, config.instantiate(cfg.augmentation, seed=cfg.seed))
-    per_epoch = -(-len(run.splits.x_train) // cfg.trainer.batch_size)
+    prepared = prepare(cfg)
+    stream, _ = fitting.datasets(cfg, prepared.splits, prepared.data.num_classes)
+    trainee = fitting.training_model(prepared.model, config.instantiate(cfg.augmentation, seed=cfg.seed))
+    per_epoch = -(-len(prepared.splits.x_train) // cfg.trainer.batch_size)
     schedule = config.instantiate(cfg.schedule, lr=float(cfg.optimizer.lr), steps_per_epoch=per_epoch,
                                   epochs=int(cfg.trainer.epochs))  # the recipe's own schedule and augmentation
     fitting.compile_trainee(trainee, cfg, schedule.learning_rate, per_epoch, int(cfg.trainer.epochs))
     data = stream.dataset.repeat()
-    fitting.build_state(trainee, data)
+    build_before_fit(trainee, data)
     per_call = int(cfg.trainer.steps_per_execution)
     calls = max(1, -(-steps // per_call))
     trainee.fit(data, steps_per_epoch=2 * per_call, epochs=1, verbose=0)  # traced and warm

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from scratch import scratch_project
+from throwaway_project import new_project
 
 
 
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    root, env = scratch_project("ocrexp-sweep-overhead-")
+    root, env = new_project("ocrexp-sweep-overhead-")
     cmd = [str(Path(sys.executable).parent / "ocrexp-train"), "-m", "hparams_search=cnn_optuna", "debug=fast",
            f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.n_jobs={args.jobs}"]
     start = time.perf_counter()

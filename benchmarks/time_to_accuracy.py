@@ -64,16 +64,17 @@ def ocrexp_curve(overrides: list[str], seed: int, epochs: int | None, limit_trai
     extra = [f"trainer.epochs={epochs}"] if epochs else []
     extra += [f"dataset.limit_train={limit_train}"] if limit_train else []
     cfg = compose("tracking=none", "trainer.verbose=0", f"seed={seed}", *overrides, *extra)
-    run = prepare(cfg)
+    prepared = prepare(cfg)
     curve: list[tuple[int, float, float]] = []
-    callback = test_accuracy_callback(scale_images(run.splits.x_test, cfg.dataset.scale), run.splits.y_test,
+    splits = prepared.splits
+    callback = test_accuracy_callback(scale_images(splits.x_test, cfg.dataset.scale), splits.y_test,
                                       cfg.trainer.eval_batch_size, curve)
 
     class Observer(NullTracker):
         def keras_callback(self):
             return callback
 
-    fitting.fit(cfg, run.model, run.splits, run.data.num_classes, Observer())
+    fitting.fit(cfg, prepared.model, splits, prepared.data.num_classes, Observer())
     return curve, cfg.schedule.get("_target_", "").endswith("one_cycle")
 
 

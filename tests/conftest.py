@@ -40,9 +40,6 @@ def no_process_left_behind(tmp_path_factory):
     base = str(tmp_path_factory.getbasetemp())
     before = set(processes.pids())
     yield
-    from ocrexp.tracking import figures
-
-    figures.stop()  # the figure helper of runs made in this process: it would end with pytest
     deadline = time.monotonic() + 5  # a process told to stop at the very end may need a moment
     while (left := _started_by_tests(base, before)) and time.monotonic() < deadline:
         time.sleep(0.5)

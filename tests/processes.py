@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ocrexp.processes import stat_fields
+
 
 def pids() -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
@@ -11,11 +13,8 @@ def pids() -> list[int]:
 
 def stat(pid: int) -> tuple[str, int, int] | None:
     """(state, parent pid, session id) of a process, or None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[1]), int(fields[3])
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[1]), int(fields[3]))
 
 
 def argv(pid: int) -> list[str]:

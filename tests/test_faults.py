@@ -69,7 +69,9 @@ def test_sigterm_while_waiting_for_a_locked_store_says_nothing_was_recorded(proj
     try:
         proc = subprocess.Popen([str(BIN / FAST[0]), *FAST[1:]], cwd=project.root, env=project.env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(8)  # imported, and retrying the store
+        header = proc.stdout.readline()  # out once TensorFlow is imported: the SIGTERM handler is in place
+        assert header.startswith("cnn"), header + proc.stderr.read()
+        time.sleep(2)  # and now retrying the store
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ocrexp.tracking import NullTracker, RunTracker
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
+@functools.cache
 def _modules() -> dict[str, tuple[Path, bool]]:
     """Every module under src/: dotted name -> (file, is a package)."""
     out = {}
@@ -24,9 +26,32 @@ def _modules() -> dict[str, tuple[Path, bool]]:
     return out
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the project modules it imports anywhere in its text (lazy imports inside functions
-    count too: a cycle that works only because one side imports late is still a cycle)."""
+def _imported_names(tree: ast.AST, package: str):
+    """(dotted name, line) of every import in ``tree``, at any depth: ``import a.b``, ``from a import
+    b`` (as ``a.b``, which the caller resolves to ``a`` when ``b`` is not a module), relative imports
+    from ``package``, and ``import_module("a.b")`` / ``__import__("a.b")`` with a literal name."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                yield f"{base}.{alias.name}", node.lineno
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "id", getattr(node.func, "attr", None)) in ("import_module", "__import__")):
+            yield node.args[0].value, node.lineno
+
+
+def import_edges() -> dict[str, dict[str, list[str]]]:
+    """Module -> the project modules it imports anywhere in its text -> where ("ocrexp/x.py:12").
+    Lazy imports inside functions count too: a cycle that works only because one side imports late
+    is still a cycle. The parent packages Python runs on the way to a module are not edges (every
+    submodule would then form a cycle with its package's ``__init__``)."""
     modules = _modules()
 
     def known(name: str) -> str | None:
@@ -34,23 +59,49 @@ def import_graph() -> dict[str, set[str]]:
             name = name.rpartition(".")[0]
         return name or None
 
-    graph: dict[str, set[str]] = {}
+    edges: dict[str, dict[str, list[str]]] = {}
     for name, (path, is_package) in modules.items():
         package = name if is_package else name.rpartition(".")[0]
-        deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                deps.update(filter(None, (known(alias.name) for alias in node.names)))
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(anchor + ([base] if base else []))
-                for alias in node.names:
-                    target = f"{base}.{alias.name}"
-                    deps.add(known(target if target in modules else base))
-        graph[name] = deps - {name, None}
-    return graph
+        where = path.relative_to(SRC).as_posix()
+        deps: dict[str, list[str]] = {}
+        for imported, line in _imported_names(ast.parse(path.read_text()), package):
+            target = known(imported)
+            if target is not None and target != name and f"{where}:{line}" not in deps.get(target, ()):
+                deps.setdefault(target, []).append(f"{where}:{line}")
+        edges[name] = deps
+    return edges
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (see ``import_edges``)."""
+    return {name: set(deps) for name, deps in import_edges().items()}
+
+
+def package_of(module: str) -> str:
+    """The node a module belongs to in the package graph: a subpackage of ``ocrexp``
+    (``ocrexp.tracking``, ``ocrexp.reading``, ``ocrexp.data``, ``ocrexp.models``, ``ocrexp.commands``,
+    ``ocrexp.compat``...) or a Hydra plugin (``hydra_plugins.ocrexp_optuna_sweeper``) is one node,
+    whatever module of it is imported; each top-level module of ``ocrexp`` (``ocrexp.config``,
+    ``ocrexp.train``...) and ``ocrexp`` itself is a node of its own. Top-level modules are not lumped
+    together: most of them are small shared leaves (``errors``, ``paths``) that everything imports,
+    and one node for them all would report a cycle wherever a package sits between two of them."""
+    parts = module.split(".")
+    if parts[0] == "hydra_plugins":
+        return ".".join(parts[:2])
+    if len(parts) > 1 and _modules().get(".".join(parts[:2]), (None, False))[1]:
+        return ".".join(parts[:2])
+    return module
+
+
+def package_edges() -> dict[str, dict[str, list[str]]]:
+    """``import_edges`` between the nodes of ``package_of``, imports within one node left out."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for module, deps in import_edges().items():
+        source = out.setdefault(package_of(module), {})
+        for dep, where in deps.items():
+            if package_of(dep) != package_of(module):
+                source.setdefault(package_of(dep), []).extend(f"{w} imports {dep}" for w in where)
+    return out
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -63,7 +114,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     def visit(v: str) -> None:
         index[v] = low[v] = len(index)
         stack.append(v)
-        for w in graph[v]:
+        for w in graph.get(v, ()):
             if w not in index:
                 visit(w)
                 low[v] = min(low[v], low[w])
@@ -85,14 +136,70 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def _shortest_cycle(graph: dict[str, set[str]], members: set[str], start: str) -> list[str]:
+    """A shortest path from ``start`` back to itself within ``members`` (a strongly connected set)."""
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while start not in came_from:
+        step = []
+        for v in frontier:
+            for w in sorted((graph[v] & members) - came_from.keys()):
+                came_from[w] = v
+                step.append(w)
+        frontier = step
+    path = [start]
+    while path[-1] != start or len(path) == 1:
+        path.append(came_from[path[-1]])
+    return path[::-1]
+
+
+def describe_cycles(edges: dict[str, dict[str, list[str]]]) -> str:
+    """Each strongly connected set as cycles that together pass through all its members, every step
+    with the import lines that make it."""
+    graph = {name: set(deps) for name, deps in edges.items()}
+    lines = []
+    for component in cycles(graph):
+        shown: set[str] = set()
+        for start in component:
+            if start in shown:
+                continue
+            path = _shortest_cycle(graph, set(component), start)
+            shown.update(path)
+            lines.append(" -> ".join(path))
+            lines.extend(f"    {a} -> {b}: {'; '.join(edges[a][b])}" for a, b in zip(path, path[1:]))
+    return "\n".join(lines)
+
+
 def test_no_module_imports_itself_through_others():
-    graph = import_graph()
-    assert "ocrexp.train" in graph and "hydra_plugins.ocrexp_optuna_sweeper._impl" in graph
-    assert cycles(graph) == []
+    edges = import_edges()
+    assert "ocrexp.train" in edges and "hydra_plugins.ocrexp_optuna_sweeper._impl" in edges
+    assert not cycles(import_graph()), "import cycles between modules:\n" + describe_cycles(edges)
 
 
-def test_the_cycle_finder_finds_a_cycle():
+def test_no_package_imports_itself_through_others():
+    """Data flows config -> data -> model -> fit -> evaluate -> tracking; tracking observes the others
+    and nothing it observes imports it back. See ``package_of`` for what a node is."""
+    edges = package_edges()
+    assert {"ocrexp.tracking", "ocrexp.reading", "ocrexp.config", "hydra_plugins.ocrexp_optuna_sweeper"} <= set(edges)
+    assert not cycles({k: set(v) for k, v in edges.items()}), \
+        "import cycles between packages:\n" + describe_cycles(edges)
+
+
+def test_the_cycle_finder_finds_a_cycle_and_names_its_imports():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    edges = {"a": {"b": ["a.py:3"]}, "b": {"c": ["b.py:5"], "a": ["b.py:9"]}, "c": {"a": ["c.py:1"]}}
+    text = describe_cycles(edges)
+    assert text.splitlines()[0] == "a -> b -> a" and "b.py:9" in text and "c.py:1" in text
+
+
+def test_lazy_relative_and_from_imports_are_all_edges():
+    tree = ast.parse("def f():\n    from . import pyfunc\n    from ..tracking import run as r\n"
+                     "    import_module('ocrexp.data.mnist')\nimport ocrexp.models.cnn\n")
+    names = {name for name, _ in _imported_names(tree, "ocrexp.reading")}
+    assert names == {"ocrexp.reading.pyfunc", "ocrexp.tracking.run", "ocrexp.data.mnist", "ocrexp.models.cnn"}
+    assert package_of("ocrexp.tracking.run") == "ocrexp.tracking" == package_of("ocrexp.tracking")
+    assert package_of("ocrexp.config") == "ocrexp.config"
+    assert package_of("hydra_plugins.ocrexp_optuna_sweeper._impl") == "hydra_plugins.ocrexp_optuna_sweeper"
 
 
 def test_sweeper_settings_module_imports_nothing_of_the_plugin():

@@ -6,7 +6,11 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
+import pytest
+
+from ocrexp import processes
 from ocrexp.tracking import liveness
 
 
@@ -32,3 +36,35 @@ def test_a_run_on_another_host_is_dead_only_once_its_heartbeat_is_stale():
 
 def test_runs_without_process_tags_are_left_alone():
     assert liveness.death_of({}) is None and liveness.death_of({liveness.HOST_TAG: "h"}) is None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads processes from /proc")
+def test_an_ended_child_not_yet_reaped_counts_as_dead_and_is_listed_as_a_child():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while processes.stat_fields(child.pid)[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.pid in processes.children(os.getpid())
+        assert not processes.alive(child.pid) and processes.alive(os.getpid())
+        assert processes.start_time(child.pid) is not None
+    finally:
+        child.wait()
+    assert processes.stat_fields(child.pid) is None and not processes.alive(child.pid)
+
+
+def test_a_heartbeat_goes_on_after_a_failed_beat_and_stops_when_told():
+    beats = []
+
+    def beat():
+        beats.append(time.monotonic())
+        if len(beats) == 1:
+            raise ConnectionError("the store hiccuped")
+
+    heartbeat = processes.Heartbeat(0.01, beat)
+    deadline = time.monotonic() + 30
+    while len(beats) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    heartbeat.stop()
+    heartbeat._thread.join(5)
+    assert len(beats) >= 3 and not heartbeat._thread.is_alive()

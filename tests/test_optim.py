@@ -116,7 +116,7 @@ def test_label_smoothing_and_a_fresh_optimizer_reach_the_compiled_model():
 
 def test_a_fit_traces_its_train_step_once_since_its_variables_exist_before_it():
     """A ``tf.function`` whose first trace creates variables (the optimizer's, the metrics') is traced
-    again; ``fitting.build_state`` creates them first, so the train function is traced once."""
+    again; ``ocrexp.compat.keras.build_before_fit`` creates them first, so the train function is traced once."""
     from tensorflow.python.framework import func_graph
 
     traced = []

@@ -42,7 +42,7 @@ def test_streams_are_scaled_one_hot_and_batched(mnist, training):
 
 def test_pipelines_run_without_tf_data_autotuning():
     # With autotuning on, dropping an iterator waits out the autotune thread's current sleep (doubling
-    # from 10 ms): Keras drops one every epoch, and 3.8 s epochs took 5.11 s (README "Performance").
+    # from 10 ms), and Keras drops one every epoch (docs/performance.md).
     x, y = np.zeros((10, 28, 28), np.uint8), np.arange(10) % 10
     stream = EpochStream(x, y, batch_size=4, num_classes=10, scale=255.0, seed=0)
     for ds in (stream.dataset, make_dataset(x, y, batch_size=4, num_classes=10, scale=255.0)):

@@ -289,7 +289,7 @@ def test_predict_with_an_unknown_model_is_a_usage_error(scans_dir, capsys):
 @pytest.fixture(scope="session")
 def logged_reader(digit_model, tmp_path_factory) -> tuple[str, str]:
     """The reader logged with ``log_reader`` into a throw-away store: (tracking_uri, run_id)."""
-    from ocrexp.reading import log_reader
+    from ocrexp.tracking.logged_models import log_reader
 
     root = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{root / 'mlflow.db'}"

@@ -1,4 +1,4 @@
-"""``ocrexp.shutdown.finish``: a finished command ends without Python's module teardown, losing nothing."""
+"""``ocrexp.shutdown.exit_process``: a finished command ends without Python's module teardown, losing nothing."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import textwrap
 
 import pytest
 
-from ocrexp.shutdown import finish
+from ocrexp.shutdown import exit_process
 
 
-def test_finish_joins_threads_runs_exit_handlers_and_flushes_before_it_exits(tmp_path):
+def test_exit_process_joins_threads_runs_exit_handlers_and_flushes_before_it_exits(tmp_path):
     script = textwrap.dedent(f"""
         import atexit, logging, pathlib, sys, threading, time
-        from ocrexp.shutdown import finish
+        from ocrexp.shutdown import exit_process
 
         out = pathlib.Path({str(tmp_path)!r})
         def late():
@@ -26,7 +26,7 @@ def test_finish_joins_threads_runs_exit_handlers_and_flushes_before_it_exits(tmp
         log.addHandler(logging.FileHandler(out / "log.txt"))
         log.warning("recorded")
         sys.stdout.write("buffered, no newline")
-        finish(3)
+        exit_process(3)
         print("never printed")
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
@@ -36,12 +36,12 @@ def test_finish_joins_threads_runs_exit_handlers_and_flushes_before_it_exits(tmp
     assert (tmp_path / "log.txt").read_text() == "recorded\n"
 
 
-def test_finish_exits_normally_under_a_profiler_so_that_it_can_write_its_results():
+def test_exit_process_exits_normally_under_a_profiler_so_that_it_can_write_its_results():
     previous = sys.getprofile()
-    sys.setprofile(lambda frame, event, arg: None)  # before finish(): without it, pytest itself would end
+    sys.setprofile(lambda frame, event, arg: None)  # before exit_process(): without it, pytest itself would end
     try:
         with pytest.raises(SystemExit) as exit:
-            finish(4)
+            exit_process(4)
     finally:
         sys.setprofile(previous)
     assert exit.value.code == 4

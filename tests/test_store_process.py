@@ -94,8 +94,8 @@ def test_the_server_outlives_ctrl_c_so_the_run_can_record_it_and_ends_with_its_p
         import time
         exp = client.create_experiment("e")
         run = client.create_run(exp, run_name="r")
-        print(store_process._server.pid, flush=True)
-        try:
+        try:  # ready for Ctrl-C once this line is out: the test may send it before print() returns
+            print(store_process._server.pid, flush=True)
             time.sleep(60)
         except KeyboardInterrupt:
             client.set_terminated(run.info.run_id, "KILLED")

@@ -113,7 +113,17 @@ def test_unknown_sampler_and_pruner_name_the_accepted_ones():
         make_sampler("grid", 0, space)
 
 
-@pytest.mark.parametrize("name", ["tpe", "rung_tpe", "random", "grid", "cmaes", "gp", "qmc", "nsgaii"])
+def test_a_removed_sampler_names_what_to_use_instead(app, tmp_path):
+    space = _search_space.build({"x": "interval(0, 1)"}, [])
+    for spec in ("rung_tpe", {"name": "rung_tpe", "min_trials": 5}):
+        with pytest.raises(SweeperError, match=r"^hydra.sweeper.sampler='rung_tpe' was removed from ocrexp "
+                                               r"\(it sampled no better than plain TPE\): use tpe instead\.$"):
+            make_sampler(spec, 0, space)
+    out = sweep(app, tmp_path, "hydra.sweeper.sampler=rung_tpe", "hydra/launcher=basic", ok=False)
+    assert "hydra.sweeper.sampler='rung_tpe' was removed from ocrexp" in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsgaii"])
 def test_every_sampler_is_seeded_so_a_sweep_repeats(name):
     needs = {"cmaes": "cmaes", "gp": "torch"}.get(name)
     if needs and importlib.util.find_spec(needs) is None:
@@ -162,7 +172,7 @@ def test_shipped_hparams_search_configs_compose_with_the_sweeper(search):
     if search == "cnn_optuna_rung_rank":
         assert make_pruner(sweeper.pruner).rungs == (1, 2) and cfg.schedule._target_.endswith(".cosine")
         sampler = make_sampler(OmegaConf.to_container(sweeper.sampler), 0, space)
-        assert type(sampler).__name__ == "RungTPESampler" and sampler._n_startup_trials == 8
+        assert type(sampler).__name__ == "TPESampler" and sampler._n_startup_trials == 8
 
 
 def test_slurm_launcher_config_composes_with_the_sweeper():

@@ -217,7 +217,7 @@ def test_logging_a_model_skips_the_requirements_check_only_while_it_logs(monkeyp
     from mlflow.models import Model
     from mlflow.utils import environment
 
-    from ocrexp.tracking import logged_models
+    from ocrexp.compat.mlflow import log_model
 
     check = environment.warn_dependency_requirement_mismatches
     seen = {}
@@ -228,7 +228,7 @@ def test_logging_a_model_skips_the_requirements_check_only_while_it_logs(monkeyp
 
     monkeypatch.setattr(Model, "log", failing_log)
     with pytest.raises(RuntimeError, match="store gone"):
-        logged_models.log(mlflow.tensorflow, "model", pip_requirements=["x==1"])
+        log_model(mlflow.tensorflow, "model", pip_requirements=["x==1"])
     assert seen["check"] is not check and seen["check"](["x==1"]) is None
     assert seen["kwargs"]["validate_serving_input"] is False and seen["flavor"] == "mlflow.tensorflow"
     assert environment.warn_dependency_requirement_mismatches is check  # put back despite the error

@@ -72,7 +72,7 @@ def test_logged_model_loads_with_signature_and_predicts(trained, mnist):
 
 @pytest.mark.parametrize("name", ["model", "reader"])
 def test_logged_models_serve_their_input_example_and_pin_this_environment(trained, name):
-    """Runs skip MLflow's serving-input check when they log (ocrexp.tracking.logged_models): this
+    """Runs skip MLflow's serving-input check when they log (ocrexp.compat.mlflow.log_model): this
     test makes it, with MLflow's own function, on what a run logged."""
     from importlib.metadata import version
 

@@ -31,7 +31,7 @@ def write_app(folder: Path) -> Path:
 APP = '''
 import json, os, time
 import hydra
-from ocrexp.pruning import trial_reporter_from_env
+from ocrexp.pruning import trial_reporter
 from ocrexp.sweep_protocol import TrialJob
 
 def lines(name):
@@ -64,7 +64,7 @@ def main(cfg) -> float:
         released = wait_for(lambda: sum(e["number"] != number for e in lines("EVENTS_FILE")) >= cfg.wait_for_others)
     if cfg.rendezvous:  # every trial waits until trials run in this many processes at once
         released = wait_for(lambda: len({e["pid"] for e in lines("EVENTS_STARTS")}) >= cfg.rendezvous, 30.0)
-    reporter = trial_reporter_from_env("score")
+    reporter = trial_reporter(job, "score")
     value = base = float("nan") if cfg.nan_above is not None and cfg.x > cfg.nan_above else 0.0
     for step in range(1, cfg.steps + 1):
         time.sleep(cfg.sleep)

@@ -63,9 +63,9 @@ def fit(*overrides: str) -> Fitted:
     from ocrexp.train import prepare
 
     cfg = compose("tracking=none", *TINY, *overrides)
-    run = prepare(cfg)
-    history = fitting.fit(cfg, run.model, run.splits, run.data.num_classes, NullTracker())
-    return Fitted(cfg, run.model, run.splits, history)
+    prepared = prepare(cfg)
+    history = fitting.fit(cfg, prepared.model, prepared.splits, prepared.data.num_classes, NullTracker())
+    return Fitted(cfg, prepared.model, prepared.splits, history)
 
 
 def val_metrics(fitted: Fitted) -> dict[str, float]:

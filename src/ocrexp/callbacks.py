@@ -6,7 +6,7 @@ import math
 
 import keras
 
-from ocrexp.config import monitor_mode
+from ocrexp.config import monitor_mode, plain
 
 
 def current_lr(optimizer) -> float:
@@ -31,7 +31,7 @@ class MlflowMetrics(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         # A constant rate as it was during the epoch: reduce-on-plateau may lower it at the epoch's
         # end before this callback runs. A schedule is read at the epoch's last step, as before.
-        scheduled = callable(getattr(self.model.optimizer, "_learning_rate", None))
+        scheduled = not isinstance(self.model.optimizer.learning_rate, keras.Variable)  # a constant is a variable
         self._lr = None if scheduled else current_lr(self.model.optimizer)
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
@@ -86,7 +86,7 @@ class BestWeights(keras.callbacks.Callback):
 CALLBACK_STATE = ("wait", "best", "cooldown_counter", "stopped_epoch", "best_epoch")
 
 
-class EpochProgress(keras.callbacks.Callback):
+class EpochCheckpoint(keras.callbacks.Callback):
     """Records every epoch's logs on the run's epoch axis (``progress.history``) and, given a
     checkpoint slot, saves the run's whole state after each epoch and when the phase ends.
 
@@ -135,7 +135,7 @@ class EpochProgress(keras.callbacks.Callback):
             p.train_time_s, p.train_cpu_s = self.clock()
         if self.best is not None:
             p.best, p.best_epoch = self.best.best, self.best.best_epoch
-        p.callbacks = [{a: _plain(getattr(c, a)) for a in CALLBACK_STATE if hasattr(c, a)} for c in self.stateful]
+        p.callbacks = [{a: plain(getattr(c, a)) for a in CALLBACK_STATE if hasattr(c, a)} for c in self.stateful]
         groups = {"model": [_numpy(v) for v in self.model.variables]}
         if not p.phase_done and self.model.optimizer is not None and self.model.optimizer.built:
             groups["optimizer"] = [_numpy(v) for v in self.model.optimizer.variables]
@@ -187,10 +187,3 @@ def _callback_weights(checkpoint, n: int) -> list[list | None]:
 
 def _numpy(variable):
     return keras.ops.convert_to_numpy(variable)
-
-
-def _plain(value):
-    """A JSON-able copy of a callback counter (numpy scalars, infinities)."""
-    if hasattr(value, "item"):
-        value = value.item()
-    return value

@@ -8,7 +8,7 @@ process that trains, so the kernel releases it when that process dies, ``kill -9
 its augmentation and dropout layers), the optimizer's variables (step, learning rate, moments), the
 epoch and phase, the metric history, best-epoch tracking, early stopping's and reduce-on-plateau's
 counters, the training time so far and the MLflow run to continue. The data order needs no state:
-epoch e's permutation is seeded by ``(seed, e)`` (``data.pipeline.training_dataset``).
+epoch e's permutation is seeded by ``(seed, e)`` (``data.pipeline.EpochStream``).
 
 ``state.npz`` is written after every epoch to a temporary file that then replaces the last one, so
 a kill at any moment leaves either the previous epoch's state or this one's. The folder is removed

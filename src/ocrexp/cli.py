@@ -12,7 +12,7 @@ import importlib
 import signal
 import sys
 
-from ocrexp.console import to_terminal
+from ocrexp.console import quiet_libraries, to_terminal
 from ocrexp.errors import USAGE_EXIT, OcrexpError, interrupted, print_error, raise_terminated
 
 COMMANDS = ("data", "ui", "dashboard", "export", "reproduce", "resume", "predict", "runs")
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point (``ocrexp``): run the subcommand named in ``argv``; returns the exit status."""
+    quiet_libraries()  # before a subcommand imports TensorFlow or MLflow
     args = build_parser().parse_args(argv)
     to_terminal()
     signal.signal(signal.SIGTERM, raise_terminated)  # a training command ends its MLflow run as KILLED

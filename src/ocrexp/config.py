@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any, Iterator, NamedTuple, Optional
 
@@ -24,6 +26,9 @@ LOSSES = {"categorical_crossentropy": "CategoricalCrossentropy",
 METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "params")
 # What early stopping, reduce-on-plateau and best-epoch selection may watch.
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
+# models.cnn.tutorial_cnn's first blocks: the tutorial's Conv-MaxPool, or one strided Conv. Kept here,
+# with the other accepted values, so that checking a config needs none of the model code.
+STEMS = ("pool", "strided")
 
 
 def monitor_mode(monitor: str) -> str:
@@ -148,16 +153,19 @@ class _Leaf(NamedTuple):
 def _walk(node: Any, prefix: str = "", name: str = "", item: bool = False) -> Iterator[_Leaf]:
     """Yield every leaf of a config. Items belong to their setting: the items of ``model.filters``
     are named ``filters`` (not ``0``, ``1``...), so a rule keyed on a setting's name checks each
-    of them. A dict's values are named by their keys, unless the keys are numbers (``{5: 0.1}``)."""
-    if isinstance(node, DictConfig):
-        for key in node:
+    of them. A dict's values are named by their keys, unless the keys are numbers (``{5: 0.1}``).
+    Values are as written: interpolations are not resolved, a missing value is ``"???"``."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, dict):
+        for key, value in node.items():
             index = isinstance(key, int)
-            yield from _walk(node._get_node(key), f"{prefix}{key}.", name if index else str(key), item or index)
-    elif isinstance(node, ListConfig):
-        for i in range(len(node)):
-            yield from _walk(node._get_node(i), f"{prefix}{i}.", name, True)
+            yield from _walk(value, f"{prefix}{key}.", name if index else str(key), item or index)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _walk(value, f"{prefix}{i}.", name, True)
     else:
-        yield _Leaf(prefix[:-1], name, node._value() if hasattr(node, "_value") else node, item)
+        yield _Leaf(prefix[:-1], name, node, item)
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -194,8 +202,6 @@ def validate(cfg: DictConfig) -> None:
         elif setting.endswith(("filters", "units")) and (item or value is not None):  # null: no such layer
             _check(_count(value), key, value, "use a positive integer")
         elif setting == "stem":
-            from ocrexp.models.cnn import STEMS
-
             _check(value in STEMS, key, value, "choose " + " or ".join(STEMS))
         elif setting == "crop":
             _check(type(value) is int and value >= 0, key, value, "use 0 or a positive number of pixels")
@@ -323,3 +329,20 @@ def optimized_metrics(cfg: DictConfig) -> list[str]:
     """The metric names the task returns, in order."""
     m = cfg.optimized_metric
     return list(m) if isinstance(m, ListConfig) else [m]
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain Python that ``json`` can write: OmegaConf containers resolved, mappings as
+    dicts with string keys, tuples as lists, numpy scalars as Python numbers, times in ISO 8601.
+    Infinities and NaN stay floats (Python's ``json`` reads them back); anything else is returned as is."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if hasattr(value, "item"):  # numpy scalars and 0-d arrays
+        return value.item()
+    return value

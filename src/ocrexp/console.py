@@ -21,8 +21,6 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ocrexp.sweep_protocol import TrialJob
-
 VERBOSE_ENV = "OCREXP_VERBOSE"
 # Loggers whose INFO lines are meant for the terminal.
 OWN_LOGGERS = ("ocrexp", "hydra_plugins.ocrexp_optuna_sweeper")
@@ -41,7 +39,8 @@ _STARTUP_CHATTER = re.compile(r"WARNING: All log messages before absl::Initializ
 
 def quiet_libraries() -> None:
     """Silence TensorFlow's C++ log and MLflow's INFO lines and progress bars; must run before either
-    loads. A level the user set in the environment wins."""
+    loads, so each entry point calls it first (sweep workers too, from the task function: they are new
+    interpreters). A level the user set in the environment wins."""
     if verbose():
         return
     # Level 3 also drops "failed call to cuInit" errors that every GPU-less machine logs. Sweep
@@ -68,8 +67,13 @@ def _own(name: str) -> bool:
 
 
 class ConsoleFilter(logging.Filter):
-    """Lets through warnings and errors, and ocrexp's INFO lines; inside a sweep's trial the run's
-    own lines stay in the trial's log file, so the sweep's terminal shows one line per trial."""
+    """Lets through warnings and errors, and ocrexp's INFO lines; inside a sweep's trial
+    (:func:`run_lines_shown`) the run's own lines stay in the trial's log file, so the sweep's terminal
+    shows one line per trial."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self.run_lines = True
 
     def filter(self, record: logging.LogRecord) -> bool:
         if verbose():
@@ -78,7 +82,23 @@ class ConsoleFilter(logging.Filter):
             return not _expected(record)
         if not _own(record.name):
             return False
-        return record.name.startswith("hydra_plugins.") or TrialJob.from_env() is None
+        return record.name.startswith("hydra_plugins.") or self.run_lines
+
+
+@contextmanager
+def run_lines_shown(shown: bool):
+    """Within this block, whether the terminal shows the run's own INFO lines: ``ocrexp-train``'s task
+    function says False while it runs a sweep's trial. Applies to the console handlers Hydra has set
+    up for the job (``conf/hydra/job_logging``)."""
+    filters = [f for handler in logging.getLogger().handlers for f in handler.filters if isinstance(f, ConsoleFilter)]
+    before = [f.run_lines for f in filters]
+    for console_filter in filters:
+        console_filter.run_lines = shown
+    try:
+        yield
+    finally:
+        for console_filter, value in zip(filters, before):
+            console_filter.run_lines = value
 
 
 class ConsoleFormatter(logging.Formatter):

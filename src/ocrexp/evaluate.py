@@ -20,7 +20,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from ocrexp import config
+from ocrexp import config, console
 from ocrexp.errors import OcrexpError, exit_with_error, interrupted, raise_terminated
 from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
@@ -34,9 +34,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from ocrexp.data.pipeline import scale_images
     from ocrexp.models.io import load_model, source_run_id
     from ocrexp.report import log_report, test_report
-    from ocrexp.tracking import make_tracker, start_helpers, tracking_uri
+    from ocrexp.tracking import make_tracker, start_store_server, tracking_uri
 
-    start_helpers(cfg)  # before TensorFlow and MLflow load
+    start_store_server(cfg)  # before TensorFlow and MLflow load
     data = config.instantiate(cfg.dataset.source)
     n = min(cfg.dataset.limit_test or len(data.x_test), len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]
@@ -97,9 +97,10 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Console entry point (``ocrexp-eval``)."""
-    from ocrexp.shutdown import finish
+    from ocrexp.shutdown import exit_process
     from ocrexp.tracking import store_process
 
+    console.quiet_libraries()  # before anything imports TensorFlow or MLflow
     store_process.enable()  # this process is the command's own: a store server may fork from it
     signal.signal(signal.SIGTERM, raise_terminated)  # end the MLflow run as KILLED, like Ctrl-C
     try:
@@ -108,8 +109,8 @@ def main() -> None:
     except KeyboardInterrupt as exc:  # one line, not a traceback
         message, status = interrupted(exc, training=False)
         print(message, file=sys.stderr)
-        finish(status)
-    finish(0)  # the evaluation is recorded: skip Python's slow teardown of TensorFlow's modules
+        exit_process(status)
+    exit_process(0)  # the evaluation is recorded: skip Python's slow teardown of TensorFlow's modules
 
 
 if __name__ == "__main__":

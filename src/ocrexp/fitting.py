@@ -24,6 +24,7 @@ from functools import partial
 from omegaconf import DictConfig
 
 from ocrexp import config
+from ocrexp.compat.keras import build_before_fit
 from ocrexp.sweep_protocol import TrialJob
 
 
@@ -48,25 +49,28 @@ def phases(cfg: DictConfig) -> list[Phase]:
     return out
 
 
-def fit(cfg: DictConfig, model, splits, num_classes: int, tracker, slot=None) -> dict[str, list[float]]:
+def fit(cfg: DictConfig, model, splits, num_classes: int, tracker, slot=None,
+        trial: TrialJob | None = None) -> dict[str, list[float]]:
     """Train ``model`` on ``splits`` through every phase; returns the merged per-epoch history.
 
     With a checkpoint ``slot`` (``ocrexp.checkpoints``) the run's state is saved after every epoch,
-    and a run that resumes (``slot.resumed``) goes on from the epoch after the saved one.
+    and a run that resumes (``slot.resumed``) goes on from the epoch after the saved one. ``trial``:
+    the sweep's trial this run trains, which is told each epoch's result and may be pruned.
     """
     # Compile and fit under the distribution strategy the model was built in (trainer.strategy), so
     # that the optimizer's variables are mirrored like the model's.
     with model.distribute_strategy.scope():
-        return _fit_phases(cfg, model, splits, num_classes, tracker, slot)
+        return _fit_phases(cfg, model, splits, num_classes, tracker, slot, trial)
 
 
-def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker, slot) -> dict[str, list[float]]:
+def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker, slot,
+                trial: TrialJob | None) -> dict[str, list[float]]:
     import keras
 
-    from ocrexp.callbacks import BestWeights, EpochProgress, FailOnNaN, restore_best, restore_variables
+    from ocrexp.callbacks import BestWeights, EpochCheckpoint, FailOnNaN, restore_best, restore_variables
     from ocrexp.checkpoints import Progress
     from ocrexp.models.transfer import unfreeze_from
-    from ocrexp.pruning import pruning_callback_from_env
+    from ocrexp.pruning import pruning_callback
 
     t = cfg.trainer
     steps = -(-len(splits.x_train) // t.batch_size)
@@ -81,9 +85,9 @@ def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker, slot)
     best = BestWeights(t.checkpoint.monitor) if t.checkpoint.monitor else None
     if best is not None and resumed is not None:
         restore_best(best, trainee, resumed)
-    pruning = pruning_callback_from_env(config.optimized_metrics(cfg)[0], progress.history,
-                                        last_epoch=sum(p.epochs for p in phases(cfg)))
-    verbose = keras_verbosity(t.verbose)
+    pruning = pruning_callback(trial, config.optimized_metrics(cfg)[0], progress.history,
+                               last_epoch=sum(p.epochs for p in phases(cfg)))
+    verbose = keras_verbosity(t.verbose, in_trial=trial is not None)
     started, cpu_started = time.perf_counter(), time.process_time()
     base_wall, base_cpu = progress.train_time_s, progress.train_cpu_s
 
@@ -103,15 +107,15 @@ def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker, slot)
         lr_plan = config.instantiate(cfg.schedule, lr=phase.lr, steps_per_epoch=steps, epochs=phase.epochs)
         compile_trainee(trainee, cfg, lr_plan.learning_rate, steps, phase.epochs)
         stateful = [*lr_plan.callbacks, early_stopping(t.early_stopping)]
-        recorder = EpochProgress(progress, index, phase.name, slot=slot, best=best, stateful=stateful,
-                                 resume_from=resumed if within else None, clock=clock)
+        checkpoint = EpochCheckpoint(progress, index, phase.name, slot=slot, best=best, stateful=stateful,
+                                     resume_from=resumed if within else None, clock=clock)
         resumed = None  # restored once, into the first phase that trains
         stream, val_ds = datasets(cfg, splits, num_classes, first_epoch=progress.epoch)
-        build_state(trainee, stream.dataset)
+        build_before_fit(trainee, stream.dataset)  # else the first epoch traces its train step twice
         # Order matters: the checkpoint is written after the callbacks whose state it holds and
         # before the epoch is reported (to MLflow, to the pruner), so nothing reported is lost.
         callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=stream.begin), FailOnNaN(), best, *stateful,
-                     recorder, tracker.keras_callback(), pruning]
+                     checkpoint, tracker.keras_callback(), pruning]
         trainee.fit(stream.dataset, validation_data=val_ds, initial_epoch=progress.epoch,
                     epochs=progress.phase_start + phase.epochs, verbose=verbose, shuffle=False,
                     callbacks=[c for c in callbacks if c is not None])
@@ -130,17 +134,6 @@ def _fit_phases(cfg: DictConfig, model, splits, num_classes: int, tracker, slot)
     return progress.history
 
 
-def build_state(trainee, dataset) -> None:
-    """Create the optimizer's and the compiled loss's and metrics' variables before ``fit``. Keras'
-    TensorFlow backend (without a distribution strategy) creates them while tracing the first train
-    step, and a ``tf.function`` whose first trace creates variables is traced a second time: ≈0.45 s
-    of every fit's first epoch for the tutorial CNN. This is the build Keras does itself under a
-    strategy and on its other backends (``Trainer._symbolic_build``, on the batches' shapes only)."""
-    build = getattr(trainee, "_symbolic_build", None)
-    if build is not None:  # a later Keras without it: the first trace builds, as before
-        build(data_batch=dataset.element_spec)
-
-
 def datasets(cfg: DictConfig, splits, num_classes: int, first_epoch: int = 0):
     """The training stream (``trainer.batch_size``, a fresh order each epoch; an ``EpochStream``
     whose ``begin`` must run at each epoch's start) and the validation dataset: the validation pass
@@ -154,12 +147,12 @@ def datasets(cfg: DictConfig, splits, num_classes: int, first_epoch: int = 0):
     return train, val
 
 
-def keras_verbosity(setting) -> int:
+def keras_verbosity(setting, in_trial: bool = False) -> int:
     """``trainer.verbose``: ``auto`` is a progress bar on a terminal, one line per epoch elsewhere (no
     escape codes in logs), and nothing inside a sweep's trial (the sweep prints a line per trial)."""
     if setting != "auto":
         return int(setting)
-    if TrialJob.from_env() is not None:
+    if in_trial:
         return 0
     return 1 if sys.stdout.isatty() else 2
 

@@ -16,6 +16,7 @@ import re
 from contextlib import contextmanager
 from typing import Iterator
 
+from ocrexp.compat.hydra import error_report_replaced
 from ocrexp.errors import OcrexpError, exit_with_error
 from ocrexp.renames import renamed_option
 
@@ -23,30 +24,19 @@ from ocrexp.renames import renamed_option
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Within this block, Hydra's command-line and composition errors print as one line."""
-    try:
-        from hydra._internal import utils
-    except ImportError:  # a private module: if a Hydra release moves it, keep Hydra's own output
-        utils = None
-    original = getattr(utils, "run_and_report", None)
-    if original is None:
-        yield
-        return
 
-    def report(func):
+    def report(step, hydra_report):
         try:
-            return func()
+            return step()
         except Exception as exc:
             error = exc  # `exc` is unbound once the except block ends
             message = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else describe(error)
             if message is None:
-                return original(lambda: _reraise(error))
+                return hydra_report(lambda: _reraise(error))
             exit_with_error(message)
 
-    utils.run_and_report = report
-    try:
+    with error_report_replaced(report):
         yield
-    finally:
-        utils.run_and_report = original
 
 
 def describe(exc: BaseException) -> str | None:

@@ -1,9 +1,10 @@
 """The training job's side of an Optuna trial: report the metric after each epoch, stop when pruned.
 
-The sweeper hands each job its trial (``ocrexp.sweep_protocol.TrialJob``, through the environment).
-The pruner is rebuilt from the spec the sweeper stores in the study's user attributes, so every job
-prunes with the study's pruner. Outside a sweep ``pruning_callback_from_env`` returns None. Optuna
-and Keras are imported only when a reporter is built.
+The sweeper hands each job its trial (``ocrexp.sweep_protocol.TrialJob``, through the environment,
+which only the job's entry point reads; it passes the job on). The pruner is rebuilt from the spec the
+sweeper stores in the study's user attributes, so every job prunes with the study's pruner. Outside a
+sweep (no job) ``pruning_callback`` returns None. Optuna and Keras are imported only when a reporter
+is built.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class TrialReporter:
         self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
                                        sampler=optuna.samplers.RandomSampler())
         self.storage = storage
+        self.trial_id = trial_id
         self.trial = optuna.trial.Trial(self.study, trial_id)
         self.monitor = monitor
         self.multi_objective = len(self.study.directions) > 1  # Optuna prunes single objectives only
@@ -143,7 +145,7 @@ class TrialReporter:
         try:
             self.trial.report(self.best, step)
         except UpdateFinishedTrialError:
-            trial = self.storage.get_trial(self.trial._trial_id)
+            trial = self.storage.get_trial(self.trial_id)
             reason = trial.user_attrs.get(FAIL_REASON)
             raise TrialEnded(f"the sweep ended trial {trial.number} ({trial.state.name}"
                              f"{': ' + reason if reason else ''}) while this job trained it") from None
@@ -170,10 +172,9 @@ def retried_trial(job: TrialJob) -> int | None:
     return int(value) if value is not None else None
 
 
-def trial_reporter_from_env(monitor: str = "val_accuracy") -> TrialReporter | None:
-    """A ``TrialReporter`` for the trial named in the environment, or None outside an Optuna sweep
-    (and for multi-objective studies, which Optuna cannot prune)."""
-    job = TrialJob.from_env()
+def trial_reporter(job: TrialJob | None, monitor: str = "val_accuracy") -> TrialReporter | None:
+    """A ``TrialReporter`` for ``job``'s trial, or None outside an Optuna sweep (no job) and for
+    multi-objective studies, which Optuna cannot prune."""
     if job is None:
         return None
     reporter = TrialReporter(job.storage, job.study, job.trial_id, monitor)
@@ -183,13 +184,13 @@ def trial_reporter_from_env(monitor: str = "val_accuracy") -> TrialReporter | No
     return reporter
 
 
-def pruning_callback_from_env(monitor: str = "val_accuracy", history: Mapping[str, list[float]] | None = None,
-                              last_epoch: int | None = None):
-    """A Keras callback that reports ``monitor`` to this job's Optuna trial after every epoch and
+def pruning_callback(job: TrialJob | None, monitor: str = "val_accuracy",
+                     history: Mapping[str, list[float]] | None = None, last_epoch: int | None = None):
+    """A Keras callback that reports ``monitor`` to ``job``'s Optuna trial after every epoch and
     raises ``optuna.TrialPruned`` when the study's pruner stops it; None outside an Optuna sweep.
     ``history``: the epochs a resumed checkpoint already trained, reported first (once each).
     ``last_epoch``: the run's final epoch, after which the trial is never pruned."""
-    reporter = trial_reporter_from_env(monitor)
+    reporter = trial_reporter(job, monitor)
     if reporter is None:
         return None
     if history and history.get(monitor):

@@ -7,7 +7,7 @@ a logged config through :func:`upgrade`; the command-line error reporter names t
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # config group -> {old option: new option}
 RENAMED_OPTIONS = {
@@ -36,8 +36,12 @@ def _retarget(node) -> None:
     if isinstance(node, DictConfig):
         if node.get("_target_") in RENAMED_TARGETS:
             node._target_ = RENAMED_TARGETS[node._target_]
-        for key in node:
-            _retarget(node._get_node(key))
+        keys = list(node.keys())
     elif isinstance(node, ListConfig):
-        for i in range(len(node)):
-            _retarget(node._get_node(i))
+        keys = list(range(len(node)))
+    else:
+        return
+    for key in keys:
+        # Only nested configs hold builders; reading an interpolation or a missing value would fail.
+        if not (OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key)):
+            _retarget(node[key])

@@ -30,7 +30,7 @@ def test_report(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> d
 def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """``model``'s outputs for ``x``, batch by batch, as ``model.predict`` gives them. A float32 model
     is called eagerly (bitwise the same outputs): ``predict`` first traces a function for each new
-    model (≈0.25 s of every run and sweep trial) to use it once. Mixed precision keeps ``predict``:
+    model, to use it once, in every run and sweep trial. Mixed precision keeps ``predict``:
     its graph fuses ops that eager calls round to 16 bits one by one, and predictions would change."""
     if len(x) == 0 or not _float32(model):
         return model.predict(x, batch_size=batch_size, verbose=0)
@@ -56,6 +56,6 @@ def log_report(tracker, report: Mapping[str, Any], images: np.ndarray, class_nam
         y, y_pred = report["y_true"], report["y_pred"]
         names = list(class_names)
         tracker.log_figure(partial(plots.confusion_matrix, y, y_pred, names), "plots/confusion_matrix.png")
-        wrong = np.flatnonzero(y != y_pred)  # all the grid needs: less to send to the figure process
+        wrong = np.flatnonzero(y != y_pred)  # the grid shows the misclassified digits only
         tracker.log_figure(partial(plots.misclassified, images[wrong], y[wrong], y_pred[wrong],
                                    report["confidence"][wrong], names), "plots/misclassified.png")

@@ -11,8 +11,8 @@ among all trials' values there (running, completed or pruned ones): it trains on
 value is in the top ``1 / reduction_factor``. So a trial that went on because it got somewhere first
 stops once enough better ones have got there too. Rungs grow by ``growth`` from ``min_resource`` up
 to ``max_resource`` (epochs 1 and 2 by default: a quarter of the trials goes on after each); a trial
-still in the running after the last rung is compared on that rung's value until it ends. README
-"Performance" has how it was chosen.
+still in the running after the last rung is compared on that rung's value until it ends.
+docs/performance.md has how it was chosen.
 """
 
 from __future__ import annotations

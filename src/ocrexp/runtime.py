@@ -54,7 +54,7 @@ def precision_policy(setting, on_gpu: bool, cpu_bfloat16: bool) -> tuple[str, st
     a note for the user when true cannot take effect.
 
     true: float16 compute on GPUs, bfloat16 on CPUs that compute it in hardware. auto: only where it
-    measured faster (README "Performance"): on such CPUs, not on GPUs, where ocrexp's models are too
+    measured faster (docs/performance.md): on such CPUs, not on GPUs, where ocrexp's models are too
     small for it to pay (on an H100, 0.78-0.92x the float32 images/s, and later to 99 %).
     """
     if setting is False:

@@ -1,9 +1,9 @@
-"""Ending a finished command quickly.
+"""Ending a finished command's process quickly.
 
 After a run has been recorded, Python's own shutdown still frees TensorFlow's, MLflow's and pandas'
-modules object by object and runs TensorFlow's C++ destructors: about 2 s of a 12 s ``ocrexp-train
-debug=fast`` on the development machine, with nothing left to save. :func:`finish` does the part
-of the shutdown that matters and skips the rest.
+modules object by object and runs TensorFlow's C++ destructors, with nothing left to save.
+:func:`exit_process` does the part of the shutdown that keeps what the command wrote (threads,
+exit handlers, buffered output) and skips the teardown of the modules.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 from typing import NoReturn
 
 
-def finish(status: int = 0) -> NoReturn:
+def exit_process(status: int = 0) -> NoReturn:
     """End the process as the interpreter would, minus the teardown of its modules.
 
     In the interpreter's order: non-daemon threads are joined (and ``concurrent.futures``' exit hooks

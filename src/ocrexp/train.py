@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import hydra
 from omegaconf import DictConfig
 
-from ocrexp import config
+from ocrexp import config, console
 from ocrexp.errors import OcrexpError, exit_with_error, interrupted, raise_terminated
 from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
@@ -37,7 +37,7 @@ log = logging.getLogger("ocrexp.train")  # not __name__: `python -m ocrexp.train
 class Prepared:
     """Everything a run needs before it is tracked: the data, its splits, the model, the device."""
 
-    data: Any  # ocrexp.data.base.Dataset
+    data: Any  # ocrexp.data.base.DigitData
     splits: Any  # ocrexp.data.pipeline.Splits
     model: Any  # keras.Model
     provenance: dict[str, str]  # tags saying where the model's weights started from
@@ -61,12 +61,12 @@ def prepare(cfg: DictConfig) -> Prepared:
     from ocrexp import runtime
     from ocrexp.data.pipeline import split
     from ocrexp.models import build_model
-    from ocrexp.tracking import start_helpers, tracking_uri
+    from ocrexp.tracking import start_store_server, tracking_uri
     from ocrexp.tracking.store import check_reachable
 
     if cfg.tracking.enabled:  # before TensorFlow loads and training starts, not after the last epoch
         check_reachable(tracking_uri(cfg.tracking))
-        start_helpers(cfg)  # they open the store and import matplotlib while TensorFlow imports
+        start_store_server(cfg)  # it opens the store while TensorFlow imports
 
     device = runtime.configure(cfg.trainer, cfg.seed)
     strategy = runtime.distribution(cfg.trainer)
@@ -84,36 +84,36 @@ def prepare(cfg: DictConfig) -> Prepared:
 
 
 def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None, *,
-                   resume_folder: Path | None = None) -> RunResult:
+                   resume_folder: Path | None = None, trial: TrialJob | None = None) -> RunResult:
     """Run one experiment described by ``cfg``: data, model, fit, test, record.
 
     An interrupted run of the same config goes on from its checkpoint (``trainer.resume=auto``);
-    ``resume_folder`` (``ocrexp resume``) names the checkpoint to go on from.
+    ``resume_folder`` (``ocrexp resume``) names the checkpoint to go on from. ``trial``: the sweep's
+    trial this run is (named and tagged after it, reporting to it, and over for good when it fails).
     """
     from ocrexp import fitting
     from ocrexp.tracking import make_tracker
 
-    run = prepare(cfg)
-    log.info(header(cfg, run))
-    slot = claim_checkpoint(cfg, resume_folder)
+    prepared = prepare(cfg)
+    log.info(header(cfg, prepared))
+    slot = claim_checkpoint(cfg, resume_folder, trial)
     resumed = slot.resumed.progress if slot.resumed is not None else None
     if resumed is not None:
         log.info(resume_line(cfg, resumed, slot.folder))
-    trial = TrialJob.from_env()
     # A rerun continues its MLflow run; a retried sweep trial is a new trial with a run of its own.
     continued = resumed.run_id if resumed is not None and trial is None else None
     try:
-        with make_tracker(cfg, run_name(cfg), tags, continue_run=continued) as tracker:
-            tracker.set_tags({"ocrexp.device": run.device, "ocrexp.replicas": run.replicas,
-                              "ocrexp.checkpoint": str(slot.folder), **run.provenance})
-            tracker.log_dataset(run.data, run.splits)
-            tracker.log_metrics({"params": run.model.count_params()})
+        with make_tracker(cfg, run_name(cfg), tags, continue_run=continued, trial=trial) as tracker:
+            tracker.set_tags({"ocrexp.device": prepared.device, "ocrexp.replicas": prepared.replicas,
+                              "ocrexp.checkpoint": str(slot.folder), **prepared.provenance})
+            tracker.log_dataset(prepared.data, prepared.splits)
+            tracker.log_metrics({"params": prepared.model.count_params()})
             if resumed is not None:
                 tracker.log_history(resumed.history)  # epochs an earlier process trained and did not report
                 tracker.set_tags({"ocrexp.resumed_at_epoch": resumed.epoch + 1,
                                   **({"ocrexp.resumed_from": resumed.run_id} if resumed.run_id and trial else {})})
-            history = fitting.fit(cfg, run.model, run.splits, run.data.num_classes, tracker, slot)
-            report = evaluate_and_log(cfg, run, history, tracker)
+            history = fitting.fit(cfg, prepared.model, prepared.splits, prepared.data.num_classes, tracker, slot, trial)
+            report = evaluate_and_log(cfg, prepared, history, tracker)
         slot.finish()
     except BaseException as exc:
         # Over for good: a pruned trial, and a trial that failed (the sweeper retries only trials
@@ -125,19 +125,18 @@ def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None, *,
     finally:
         slot.release()
     print_summary(report, tracker)
-    return RunResult(tracker.run_id, history, report, run.model.count_params())
+    return RunResult(tracker.run_id, history, report, prepared.model.count_params())
 
 
-def claim_checkpoint(cfg: DictConfig, folder: Path | None = None):
-    """This run's checkpoint slot (``ocrexp.checkpoints``); inside a sweep, a trial resumes only the
+def claim_checkpoint(cfg: DictConfig, folder: Path | None = None, trial: TrialJob | None = None):
+    """This run's checkpoint slot (``ocrexp.checkpoints``); a sweep's ``trial`` resumes only the
     checkpoint of the trial it retries."""
     from ocrexp import checkpoints
     from ocrexp.pruning import retried_trial
 
-    job = TrialJob.from_env()
-    if job is None:
+    if trial is None:
         return checkpoints.claim(cfg, folder=folder)
-    return checkpoints.claim(cfg, study=job.study, trial=job.number, retry_of=retried_trial(job))
+    return checkpoints.claim(cfg, study=trial.study, trial=trial.number, retry_of=retried_trial(trial))
 
 
 def resume_line(cfg: DictConfig, progress, folder: Path) -> str:
@@ -150,27 +149,29 @@ def resume_line(cfg: DictConfig, progress, folder: Path) -> str:
     return f"resuming {run} at {where} from its checkpoint {folder}"
 
 
-def train(cfg: DictConfig, tags: Mapping[str, str] | None = None) -> float | list[float]:
-    """Run one experiment and return ``cfg.optimized_metric``'s value(s) for a sweeper."""
-    result = run_experiment(cfg, tags)
+def train(cfg: DictConfig, tags: Mapping[str, str] | None = None,
+          trial: TrialJob | None = None) -> float | list[float]:
+    """Run one experiment (``trial``: the sweep's trial it is) and return ``cfg.optimized_metric``'s
+    value(s) for a sweeper."""
+    result = run_experiment(cfg, tags, trial=trial)
     return select_metrics(cfg, result.history, result.report, result.n_params)
 
 
-def evaluate_and_log(cfg: DictConfig, run: Prepared, history, tracker) -> dict[str, Any]:
+def evaluate_and_log(cfg: DictConfig, prepared: Prepared, history, tracker) -> dict[str, Any]:
     """Final test evaluation, plots and the model artifact."""
     from ocrexp.data.pipeline import scale_images
     from ocrexp.report import log_report, test_report
 
-    splits, class_names = run.splits, run.data.class_names
+    splits, class_names = prepared.splits, prepared.data.class_names
     if cfg.tracking.log_plots:  # first: drawn while the test images go through the model
         from ocrexp import plots
 
         tracker.log_figure(functools.partial(plots.learning_curves, dict(history)), "plots/learning_curves.png")
-    report = test_report(run.model, scale_images(splits.x_test, cfg.dataset.scale), splits.y_test,
+    report = test_report(prepared.model, scale_images(splits.x_test, cfg.dataset.scale), splits.y_test,
                          cfg.trainer.eval_batch_size)
     log_report(tracker, report, splits.x_test, class_names, cfg.tracking.log_plots)
     if cfg.tracking.log_model:
-        tracker.log_model(run.model, scale_images(splits.x_test[:4], cfg.dataset.scale), report["outputs"][:4],
+        tracker.log_model(prepared.model, scale_images(splits.x_test[:4], cfg.dataset.scale), report["outputs"][:4],
                           class_names=list(class_names), pixel_scale=cfg.dataset.scale)
     return report
 
@@ -198,16 +199,16 @@ def run_name(cfg: DictConfig) -> str:
     return "-".join(str(p) for p in parts)
 
 
-def header(cfg: DictConfig, run: Prepared) -> str:
+def header(cfg: DictConfig, prepared: Prepared) -> str:
     """The line a run starts with: what trains on what, where."""
-    s = run.splits
+    s = prepared.splits
     # layers set not to train (model.whiten, freeze_features), not BatchNorm's running statistics
-    frozen = sum(layer.count_params() for layer in run.model.layers if not layer.trainable)
-    params = f"{run.model.count_params():,} params" + (f", {frozen:,} frozen" if frozen else "")
-    return (f"{run_name(cfg)}: {run.model.name} ({params}) on {run.data.name} "
+    frozen = sum(layer.count_params() for layer in prepared.model.layers if not layer.trainable)
+    params = f"{prepared.model.count_params():,} params" + (f", {frozen:,} frozen" if frozen else "")
+    return (f"{run_name(cfg)}: {prepared.model.name} ({params}) on {prepared.data.name} "
             f"({len(s.x_train):,} train / {len(s.x_val):,} val / {len(s.x_test):,} test images), "
-            f"{cfg.trainer.epochs} epoch{'s' if cfg.trainer.epochs != 1 else ''}, {run.device}"
-            + (f", {run.replicas} replicas" if run.replicas > 1 else "") + _precision())
+            f"{cfg.trainer.epochs} epoch{'s' if cfg.trainer.epochs != 1 else ''}, {prepared.device}"
+            + (f", {prepared.replicas} replicas" if prepared.replicas > 1 else "") + _precision())
 
 
 def _precision() -> str:
@@ -230,23 +231,28 @@ def _hydra_main(cfg: DictConfig) -> float | list[float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    console.quiet_libraries()  # again: a sweep's worker process starts here, before TensorFlow loads
+    # The one place that reads the sweeper's job: everything below is handed it (or what follows from it).
+    trial = TrialJob.from_env()
     try:
-        return train(cfg)
+        with console.run_lines_shown(trial is None):
+            return train(cfg, trial=trial)
     except OcrexpError as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failure and goes on
         exit_with_error(str(exc))
     except KeyboardInterrupt as exc:
-        if HydraConfig.get().mode == RunMode.MULTIRUN and TrialJob.from_env() is not None:
+        if HydraConfig.get().mode == RunMode.MULTIRUN and trial is not None:
             raise JobInterrupted(interrupted(exc)[0]) from None
         raise
 
 
 def main() -> None:
     """Console entry point (``ocrexp-train``)."""
-    from ocrexp.shutdown import finish
+    from ocrexp.shutdown import exit_process
     from ocrexp.tracking import store_process
 
+    console.quiet_libraries()  # before anything imports TensorFlow or MLflow
     store_process.enable()  # this process is the command's own: a store server may fork from it
     signal.signal(signal.SIGTERM, raise_terminated)  # end the MLflow run as KILLED, like Ctrl-C
     try:
@@ -255,8 +261,8 @@ def main() -> None:
     except KeyboardInterrupt as exc:  # the run (if any) has ended as KILLED: one line, not a traceback
         message, status = interrupted(exc)
         print(message, file=sys.stderr)
-        finish(status)
-    finish(0)  # the run is recorded: skip the ~2 s Python spends tearing TensorFlow's modules down
+        exit_process(status)
+    exit_process(0)  # the run is recorded: skip Python's slow teardown of TensorFlow's modules
 
 
 if __name__ == "__main__":

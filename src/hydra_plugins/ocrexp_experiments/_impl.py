@@ -5,15 +5,15 @@ from typing import List, Optional
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
-from hydra.plugins.config_source import ConfigLoadError, ConfigResult
+from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
 from hydra.plugins.search_path_plugin import SearchPathPlugin
-from hydra._internal.core_plugins.file_config_source import FileConfigSource
+from omegaconf import OmegaConf
 
 GROUP = "experiment"
 SCHEME = "ocrexp-experiments"
 
 
-class ExperimentsConfigSource(FileConfigSource):
+class ExperimentsConfigSource(ConfigSource):
     """A directory of YAML files served as the ``experiment`` group."""
 
     @staticmethod
@@ -33,8 +33,12 @@ class ExperimentsConfigSource(FileConfigSource):
         real = self._real(self._normalize_file_name(config_path))
         if real is None or not os.path.isfile(real):
             raise ConfigLoadError(f"Config not found : {config_path}")
-        result = super().load_config(os.path.relpath(real, self.path))
-        return result
+        with open(real, encoding="utf-8") as f:
+            header = self._get_header_dict(f.read(512))  # a `# @package ...` line leads the file
+            f.seek(0)
+            config = OmegaConf.load(f)
+        return ConfigResult(config=config, path=f"{self.scheme()}://{self.path}", provider=self.provider,
+                            header=header)
 
     def available(self) -> bool:
         return os.path.isdir(self.path)

@@ -16,9 +16,10 @@ from typing import Any
 
 from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
-from ocrexp import paths
+from ocrexp import paths, processes
+from ocrexp.config import plain
 from ocrexp.errors import Terminated
 from ocrexp.sweep_protocol import FAIL_KIND, FAIL_REASON, TrialJob, redact
 
@@ -32,10 +33,6 @@ log = logging.getLogger(__name__)
 JOBS_GRACE_S = 30.0  # how long an interrupted sweep waits for its jobs to end their runs as KILLED
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-
-
 def _hms(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
@@ -46,7 +43,7 @@ class OptunaSweeperImpl:
 
     def __init__(self, **options: Any) -> None:
         options.pop("_target_", None)
-        self.opts = OcrexpOptunaSweeperConf(**{k: _plain(v) for k, v in options.items()})
+        self.opts = OcrexpOptunaSweeperConf(**{k: plain(v) for k, v in options.items()})
         if self.opts.n_trials < 1 or self.opts.n_jobs < 1:
             raise SweeperError(f"hydra.sweeper.n_trials={self.opts.n_trials} and n_jobs={self.opts.n_jobs} "
                                f"must both be at least 1.")
@@ -61,7 +58,7 @@ class OptunaSweeperImpl:
         # Hydra instantiated any {_target_: ...} sampler or pruner while building this sweeper; the
         # plain specs are what jobs need to rebuild the pruner, so read them from the config.
         for key in ("sampler", "pruner"):
-            setattr(self.opts, key, _plain(config.hydra.sweeper.get(key, getattr(self.opts, key))))
+            setattr(self.opts, key, plain(config.hydra.sweeper.get(key, getattr(self.opts, key))))
         launcher_target = str(config.hydra.launcher.get("_target_", ""))
         if self.n_jobs > 1 and launcher_target.endswith("BasicLauncher"):
             log.warning("hydra.sweeper.n_jobs=%d needs a process launcher (hydra/launcher=joblib or submitit): "
@@ -95,7 +92,7 @@ class OptunaSweeperImpl:
         self.directions = _study.directions_of(self.opts.direction, self.opts.directions)
         self.metric_names = self._metric_names(self.directions)
         self._check_composes(space)
-        ownership = self._open_study(space)
+        self.ownership = ownership = self._open_study(space)
         self.parent = self._open_parent_run(space)
         self._t0 = time.monotonic()
         loop = TrialLoop(study=self.study, ownership=ownership, space=space, launch=self._launch, env=self._env,
@@ -176,7 +173,7 @@ class OptunaSweeperImpl:
         return results
 
     def _metric_names(self, directions: list[str]) -> list[str]:
-        metric = _plain(self.config.get("optimized_metric"))
+        metric = plain(self.config.get("optimized_metric"))
         if metric is None:
             return ["value"] if len(directions) == 1 else [f"value{i}" for i in range(len(directions))]
         names = [str(m) for m in (metric if isinstance(metric, list) else [metric])]
@@ -210,8 +207,8 @@ class OptunaSweeperImpl:
         params.update({"optuna.sampler": type(self.sampler).__name__, "optuna.pruner": type(self.pruner).__name__,
                        "optuna.directions": ",".join(self.directions), "optuna.storage": redact(self.url),
                        "optuna.metric": ",".join(self.metric_names)})
-        tags = {"optuna.n_trials": self.n_trials, "optuna.sampler_config": _plain(self.opts.sampler),
-                "optuna.pruner_config": _plain(self.opts.pruner), "optuna.seed": self.opts.seed}
+        tags = {"optuna.n_trials": self.n_trials, "optuna.sampler_config": plain(self.opts.sampler),
+                "optuna.pruner_config": plain(self.opts.pruner), "optuna.seed": self.opts.seed}
         parent.start(params, tags)
         log.info("%s %s", "Reopened" if parent.resumed else "Created", parent.url_hint)
         return parent
@@ -222,7 +219,8 @@ class OptunaSweeperImpl:
 
     def _env(self, trial: Any) -> dict[str, str]:
         parent_run_id = self.parent.run_id if self.parent is not None else None
-        return TrialJob(self.url, self.study_name, trial._trial_id, trial.number, parent_run_id).to_env()
+        return TrialJob(self.url, self.study_name, self.ownership.trial_id(trial), trial.number,
+                        parent_run_id).to_env()
 
     def _before_tell(self, trial: Any, outcome: Outcome) -> None:
         if self.parent is not None:
@@ -328,10 +326,8 @@ def _interrupt_children() -> None:
     import os
     import signal
 
-    me = str(os.getpid())
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child in processes.children(os.getpid()):
         try:
-            if stat.read_text().rsplit(")", 1)[1].split()[1] == me:
-                os.kill(int(stat.parent.name), signal.SIGINT)
-        except (OSError, IndexError, ValueError):
+            os.kill(child, signal.SIGINT)
+        except OSError:  # ended meanwhile
             continue

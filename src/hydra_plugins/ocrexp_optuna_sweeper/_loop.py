@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ocrexp.compat.hydra import job_failure
 from ocrexp.sweep_protocol import FAIL_KIND, FAIL_REASON, JobInterrupted, is_pruned
 
 from ._resume import Ownership, mark_failed
@@ -41,10 +42,8 @@ class Outcome:
 
 def outcome_of(ret: Any, n_values: int) -> Outcome:
     """Read a Hydra ``JobReturn``: the task's value(s), a pruned trial, or a failure with its reason."""
-    from hydra.core.utils import JobStatus
-
-    if ret.status != JobStatus.COMPLETED:
-        exc = ret._return_value  # ``return_value`` would re-raise it and print to stderr
+    exc = job_failure(ret)
+    if exc is not None:
         if is_pruned(exc):
             return Outcome("PRUNED", reason=str(exc))
         return Outcome("FAIL", reason=f"{type(exc).__name__}: {exc}")
@@ -183,7 +182,7 @@ class TrialLoop:
             if ahead >= self.n_trials:  # another worker took the last slot at the same moment
                 mark_failed(self.study, self.ownership.storage, trial, "surplus",
                             "another worker took the study's last trial", requeue=False)
-                self.ownership.release(trial._trial_id)
+                self.ownership.release(trial)
                 return None
             return trial
 
@@ -197,7 +196,7 @@ class TrialLoop:
             if mark_failed(self.study, self.ownership.storage, trial, "interrupted", "the sweep was interrupted",
                            self.requeue) is not False:
                 self.interrupted.append(trial.number)
-            self.ownership.release(trial._trial_id)
+            self.ownership.release(trial)
 
     def _run_trial(self, trial: Any) -> None:
         from optuna.exceptions import UpdateFinishedTrialError
@@ -210,7 +209,7 @@ class TrialLoop:
         except Exception as exc:  # the launcher itself failed (e.g. its worker process died)
             outcome = Outcome("FAIL", reason=f"the launcher failed: {type(exc).__name__}: {exc}")
         else:
-            if isinstance(getattr(ret, "_return_value", None), JobInterrupted):  # as on Ctrl-C in the sweep
+            if isinstance(job_failure(ret), JobInterrupted):  # as on Ctrl-C in the sweep
                 self._fail_interrupted(trial)
                 return
         outcome.seconds = time.monotonic() - start
@@ -219,6 +218,7 @@ class TrialLoop:
         except Exception as exc:
             log.warning("trial %d: %s", trial.number, exc)
         with self._lock:
+            trial_id = self.ownership.trial_id(trial)
             attrs = dict(outcome.attrs)
             if outcome.state == "FAIL":
                 attrs.update({FAIL_KIND: "error", FAIL_REASON: (outcome.reason or "")[:2000]})
@@ -234,8 +234,8 @@ class TrialLoop:
                 if "stop" not in str(exc).lower():
                     raise
             finally:
-                self.ownership.release(trial._trial_id)
-            frozen = self.ownership.storage.get_trial(trial._trial_id)
+                self.ownership.release(trial)
+            frozen = self.ownership.storage.get_trial(trial_id)
             counts = Counts.of(self.study.get_trials(deepcopy=False))
         self.after_tell(frozen, outcome, counts)
         if counts.task_failures > self.max_failures:

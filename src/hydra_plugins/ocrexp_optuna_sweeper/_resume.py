@@ -5,6 +5,9 @@ heartbeat timestamp that the owner refreshes while the trial runs. A RUNNING tri
 when its owner is gone: on the same host its pid no longer exists (or is ours under another
 token), anywhere its heartbeat is older than ``stale_after``. Orphans become FAIL with the reason
 recorded and, when asked, their parameters are queued again for the next trial.
+
+The owner is the sweep process, not the job that trains the trial: MLflow runs carry their own
+process and heartbeat (``ocrexp.tracking.liveness``), judged the same way (``ocrexp.processes``).
 """
 
 from __future__ import annotations
@@ -15,30 +18,15 @@ import socket
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
+from ocrexp import processes
 from ocrexp.sweep_protocol import FAIL_KIND, FAIL_REASON, RETRY_OF
 
 OWNER = "ocrexp.owner"
 HEARTBEAT = "ocrexp.heartbeat"
 
 log = logging.getLogger(__name__)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process on this host (a zombie counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class Ownership:
@@ -51,42 +39,46 @@ class Ownership:
         self.token = uuid.uuid4().hex
         self.interval = max(float(heartbeat_interval), 0.1)
         self.stale_after = max(4 * self.interval, 10.0)
-        self._mine: set[int] = set()
+        self._mine: dict[int, int] = {}  # trial number -> trial id
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._heartbeat: processes.Heartbeat | None = None
 
     # -- our trials ------------------------------------------------------------------------------
     def claim(self, trial: Any) -> None:
         """Mark a freshly asked trial as ours."""
         trial.set_user_attr(OWNER, {"host": self.host, "pid": self.pid, "token": self.token})
         trial.set_user_attr(HEARTBEAT, time.time())
+        trial_id = trial_id_of(self.storage, trial.study.study_name, trial.number)
         with self._lock:
-            self._mine.add(trial._trial_id)
+            self._mine[trial.number] = trial_id
 
-    def release(self, trial_id: int) -> None:
+    def trial_id(self, trial: Any) -> int:
+        """The storage's id of ``trial``, one of ours."""
         with self._lock:
-            self._mine.discard(trial_id)
+            return self._mine[trial.number]
+
+    def release(self, trial: Any) -> None:
+        with self._lock:
+            self._mine.pop(trial.number, None)
 
     def mine(self) -> list[int]:
+        """The ids of our running trials."""
         with self._lock:
-            return sorted(self._mine)
+            return sorted(self._mine.values())
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._beat, name="optuna-heartbeat", daemon=True)
-        self._thread.start()
+        self._heartbeat = processes.Heartbeat(self.interval, self._beat, name="optuna-heartbeat")
 
     def stop(self) -> None:
-        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.interval):
-            for trial_id in self.mine():
-                try:
-                    self.storage.set_trial_user_attr(trial_id, HEARTBEAT, time.time())
-                except Exception:  # finished meanwhile, or a storage hiccup: the next beat retries
-                    pass
+        for trial_id in self.mine():
+            try:
+                self.storage.set_trial_user_attr(trial_id, HEARTBEAT, time.time())
+            except Exception:  # finished meanwhile, or a storage hiccup: the next beat retries
+                pass
 
     # -- other processes' trials -----------------------------------------------------------------
     def orphan_reason(self, trial: Any, now: float | None = None) -> str | None:
@@ -96,7 +88,7 @@ class Ownership:
         if owner.get("token") == self.token:
             return None
         host, pid = owner.get("host"), owner.get("pid")
-        if host == self.host and isinstance(pid, int) and (pid == self.pid or not pid_alive(pid)):
+        if host == self.host and isinstance(pid, int) and (pid == self.pid or not processes.alive(pid)):
             return f"its sweep process (pid {pid} on {host}) is gone"
         beat = trial.user_attrs.get(HEARTBEAT)
         if beat is None and trial.datetime_start is not None:
@@ -112,7 +104,7 @@ class Ownership:
 
         lines = []
         for trial in trials:
-            if trial.state != TrialState.RUNNING or trial._trial_id in self._mine:
+            if trial.state != TrialState.RUNNING or trial.number in self._mine:
                 continue
             reason = self.orphan_reason(trial)
             if reason is None:
@@ -126,6 +118,12 @@ class Ownership:
         return lines
 
 
+def trial_id_of(storage: Any, study_name: str, number: int) -> int:
+    """The id in ``storage`` of trial ``number`` of the study ``study_name`` (Optuna keeps the id that
+    its trials carry private)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
+
+
 def mark_failed(study: Any, storage: Any, trial: Any, kind: str, reason: str, requeue: bool) -> int | None | bool:
     """Set a RUNNING trial to FAIL with ``kind`` and ``reason``.
 
@@ -135,7 +133,7 @@ def mark_failed(study: Any, storage: Any, trial: Any, kind: str, reason: str, re
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    trial_id = trial._trial_id
+    trial_id = trial_id_of(storage, study.study_name, trial.number)
     try:
         storage.set_trial_user_attr(trial_id, FAIL_KIND, kind)
         storage.set_trial_user_attr(trial_id, FAIL_REASON, reason[:2000])

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ocrexp.config import plain
 from ocrexp.errors import ConfigError
 from ocrexp.pruning import make_pruner, open_storage, split_spec
 from ocrexp.sweep_protocol import FAIL_KIND, PRUNER_ATTR, journal_path, redact
@@ -25,8 +26,9 @@ SAMPLERS = {
     "gp": "optuna.samplers.GPSampler",
     "qmc": "optuna.samplers.QMCSampler",
     "nsgaii": "optuna.samplers.NSGAIISampler",
-    "rung_tpe": "ocrexp.rung_sampler.RungTPESampler",  # TPE for heavily pruned sweeps
 }
+# Samplers ocrexp no longer ships -> why, and what to use instead.
+REMOVED_SAMPLERS = {"rung_tpe": ("it sampled no better than plain TPE", "tpe")}
 NEEDS = {"cmaes": ("cmaes", "cmaes"), "gp": ("torch", "torch")}  # sampler -> (module, pip package)
 DIRECTIONS = ("maximize", "minimize")
 
@@ -80,6 +82,10 @@ def make_sampler(spec: Any, seed: int | None, space: _search_space.SearchSpace):
         name, kwargs = split_spec(spec, "tpe")
     except ConfigError as exc:
         raise SweeperError(f"hydra.sweeper.sampler: {exc}") from None
+    if name in REMOVED_SAMPLERS:
+        why, instead = REMOVED_SAMPLERS[name]
+        raise SweeperError(f"hydra.sweeper.sampler={name!r} was removed from ocrexp ({why}): "
+                           f"use {instead} instead.")
     if name not in SAMPLERS:
         raise SweeperError(f"hydra.sweeper.sampler={name!r} is not a known sampler: "
                            f"choose one of {', '.join(SAMPLERS)}.")
@@ -145,16 +151,8 @@ def open_study(name: str, url: str, pruner: Any, pruner_spec: Any, directions: l
         raise SweeperError(f"study {name!r} in {redact(url)} optimises {existing}, not {directions}: "
                            f"set hydra.sweeper.study_name to start another study.")
     # Jobs rebuild the pruner from this attribute (pruning.TrialReporter).
-    study.set_user_attr(PRUNER_ATTR, _plain(pruner_spec))
+    study.set_user_attr(PRUNER_ATTR, plain(pruner_spec))
     return study, storage
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 @dataclass

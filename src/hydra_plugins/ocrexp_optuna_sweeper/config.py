@@ -12,7 +12,7 @@ from hydra.core.config_store import ConfigStore
 
 @dataclass
 class OcrexpOptunaSweeperConf:
-    """``hydra.sweeper`` settings (the README's "Hyperparameter search" section explains each)."""
+    """``hydra.sweeper`` settings (the README's "Sweep" section explains each)."""
 
     _target_: str = "hydra_plugins.ocrexp_optuna_sweeper.sweeper.OcrexpOptunaSweeper"
 

@@ -55,21 +55,21 @@ def _write_csv(table: Table) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(table.columns)
     for row in table.rows:
-        writer.writerow(["" if (v := _plain(row.get(c))) is None else v for c in table.columns])
+        writer.writerow(["" if (v := _for_machines(row.get(c))) is None else v for c in table.columns])
 
 
 def _write_json(table: Table) -> None:
-    json.dump([{c: _plain(row.get(c)) for c in table.columns} for row in table.rows], sys.stdout, indent=1)
+    json.dump([{c: _for_machines(row.get(c)) for c in table.columns} for row in table.rows], sys.stdout, indent=1)
     sys.stdout.write("\n")
 
 
-def _plain(value: Any) -> Any:
-    """A value for machines: full precision, ISO times, NaN as None (JSON has no NaN)."""
+def _for_machines(value: Any) -> Any:
+    """A value for machines: full precision, ISO times, NaN as None (strict JSON has no NaN)."""
+    from ocrexp.config import plain  # not at the top: this module loads with ``ocrexp --help``
+
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else str(value)
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
-    return value
+    return plain(value)
 
 
 def _header(column: str) -> str:

@@ -66,7 +66,7 @@ class EpochStream:
         self.epoch = first_epoch
         images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
         n = len(x)
-        plain = tf.autograph.experimental.do_not_convert  # straight-line functions: skip AutoGraph's ~20 ms each
+        plain = tf.autograph.experimental.do_not_convert  # straight-line functions: skip AutoGraph's conversion
 
         @plain
         def batches(epoch):
@@ -104,10 +104,10 @@ def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, num_classes: 
 
 
 def without_autotune(ds):
-    """``ds`` with tf.data's autotuning off. With it on, dropping an iterator waited until 2.55, 5.11 or
-    10.23 s after the iterator began (sums of sleeps doubling from 10 ms, it seems), and Keras drops
-    one every epoch and validation pass: 3.8 s epochs took 5.11 s (README "Performance"). These
-    pipelines are a gather and a cast per batch; fixed small buffers keep the model's cores busy."""
+    """``ds`` with tf.data's autotuning off. With it on, dropping an iterator waits out the autotune
+    thread's current sleep (doubling from 10 ms), and Keras drops one every epoch and validation pass,
+    so every epoch ended on a wait (docs/performance.md). These pipelines are a gather and a cast per
+    batch; fixed small buffers keep the model's cores busy."""
     import tensorflow as tf
 
     options = tf.data.Options()

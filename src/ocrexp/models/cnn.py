@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-# tutorial_cnn's first blocks: the tutorial's Conv-MaxPool, or one strided Conv
-STEMS = ("pool", "strided")
+from ocrexp.config import STEMS
 
 
 def tutorial_cnn(

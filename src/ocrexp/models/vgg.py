@@ -12,6 +12,7 @@ null (random initialisation).
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from contextlib import contextmanager
@@ -98,16 +99,17 @@ def imagenet_weights() -> Path:
     is one sentence that names the URL and how to pass a local file instead.
     """
     import keras
-    from keras.src.backend.config import keras_home  # $KERAS_HOME or ~/.keras, as get_file uses
 
-    cached = Path(keras_home()).expanduser() / "models" / IMAGENET_FILE
+    # Keras' documented default cache, passed to get_file explicitly so that both look in one place.
+    cache_dir = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+    cached = cache_dir / "models" / IMAGENET_FILE
     if cached.is_file():
         return cached
     try:
         _probe(IMAGENET_URL, DOWNLOAD_TIMEOUT_S)
         with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-            return Path(keras.utils.get_file(IMAGENET_FILE, IMAGENET_URL, cache_subdir="models",
-                                             file_hash=IMAGENET_MD5))
+            return Path(keras.utils.get_file(IMAGENET_FILE, IMAGENET_URL, cache_dir=str(cache_dir),
+                                             cache_subdir="models", file_hash=IMAGENET_MD5))
     except Exception as exc:
         reason = str(exc).splitlines()[0][:160] or type(exc).__name__
         raise OcrexpError(

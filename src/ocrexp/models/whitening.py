@@ -15,8 +15,8 @@ import numpy as np
 
 from ocrexp.errors import ConfigError
 
-# Training images the patch statistics come from (0.1 s): the speedrun's seeds 0-4 averaged 99.07 % with
-# 4,000, 99.12 % with 16,000 and 99.11 % with all 58,800 (1 s).
+# Training images the patch statistics come from: more than this gave the speedrun no better accuracy
+# for several times the time (docs/performance.md).
 SAMPLE = 16_000
 EPS = 5e-4  # keeps the faint directions (the blank frame's) from being scaled up without bound
 _CHUNK = 500

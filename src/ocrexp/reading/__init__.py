@@ -8,9 +8,9 @@
 The stages, one module each: :mod:`~ocrexp.reading.decode` (any image to grayscale, with a pixel
 cap), :mod:`~ocrexp.reading.normalize` (MNIST geometry), :mod:`~ocrexp.reading.segment` (glyphs
 and cuts), :mod:`~ocrexp.reading.reader` (batched classification and the choice of cuts),
-:mod:`~ocrexp.reading.pyfunc` (the MLflow model, ``log_reader``) and
-:mod:`~ocrexp.reading.benchmark` (accuracy on generated numbers). Only numpy, Pillow and SciPy
-load with this package; TensorFlow and MLflow load when a model is used or logged.
+:mod:`~ocrexp.reading.pyfunc` (the MLflow model, which ``ocrexp.tracking.logged_models.log_reader``
+logs) and :mod:`~ocrexp.reading.benchmark` (accuracy on generated numbers). Only numpy, Pillow and
+SciPy load with this package; TensorFlow and MLflow load when a model is used or logged.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from ocrexp.reading.reader import DigitReading, NumberReader, Prepared, Reading,
 from ocrexp.reading.segment import Glyph, find_glyphs
 
 _LAZY = {
-    "log_reader": "ocrexp.reading.pyfunc",
     "NumberReaderModel": "ocrexp.reading.pyfunc",
     "evaluate_reading": "ocrexp.reading.benchmark",
     "run_read_benchmark": "ocrexp.reading.benchmark",

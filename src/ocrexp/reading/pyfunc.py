@@ -1,5 +1,6 @@
 """The number reader as an MLflow pyfunc model, logged beside the Keras model of a training run.
 
+    from ocrexp.tracking.logged_models import log_reader
     log_reader(keras_model)                      # inside an active run: artifact "reader"
     mlflow models serve -m runs:/<run_id>/reader --env-manager local --host 127.0.0.1 -p 5001
     curl -d '{"dataframe_split": {"columns": ["image"], "data": [["<base64 PNG>"]]}}' \
@@ -20,15 +21,9 @@ regardless).
 
 from __future__ import annotations
 
-import atexit
 import base64
 import binascii
-import functools
-import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
@@ -42,7 +37,10 @@ class NumberReaderModel(mlflow.pyfunc.PythonModel):
     """``mlflow.pyfunc`` wrapper of :class:`~ocrexp.reading.reader.NumberReader`."""
 
     def load_context(self, context) -> None:
-        import keras
+        from ocrexp.console import tensorflow_chatter_hidden
+
+        with tensorflow_chatter_hidden():  # a model server's first TensorFlow import, if it is one
+            import keras
 
         from ocrexp.reading.reader import NumberReader
 
@@ -87,35 +85,6 @@ def signature():
                         ColSpec(Array(DataType.double), "digit_confidences"),
                         ColSpec(DataType.string, "error")]),
     )
-
-
-def log_reader(keras_model, name: str = "reader", *, class_names: Sequence[str] | None = None,
-               pixel_scale: float = 255.0, batch_size: int = 256, model_file: Path | None = None):
-    """Log the number reader around ``keras_model`` into the active MLflow run as ``name``.
-
-    ``pixel_scale`` is what the model's training pipeline divided uint8 pixels by, and
-    ``class_names`` label its outputs (default ``"0"`` .. ``"9"``). ``model_file``: ``keras_model``
-    already saved as a ``.keras`` file (the Keras flavor's copy), which spares saving it again.
-    Returns MLflow's ``ModelInfo``.
-    """
-    from ocrexp.tracking import logged_models
-
-    config = {"pixel_scale": float(pixel_scale), "batch_size": int(batch_size),
-              "class_names": list(class_names) if class_names else None}
-    with tempfile.TemporaryDirectory(prefix="ocrexp-reader-") as tmp:
-        if model_file is None or not Path(model_file).is_file():
-            model_file = Path(tmp) / "digits.keras"
-            keras_model.save(model_file)
-        return logged_models.log(
-            mlflow.pyfunc, name,
-            python_model=str(Path(__file__).with_name("served_model.py")),
-            artifacts={KERAS_ARTIFACT: str(model_file)},
-            code_paths=[str(_package_copy())],
-            model_config=config,
-            signature=signature(),
-            input_example=pd.DataFrame({INPUT_COLUMN: [example_png()]}),
-            pip_requirements=pip_requirements(),
-        )
 
 
 def example_png() -> bytes:
@@ -171,46 +140,3 @@ def _unbase64(data: bytes) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     return decoded or None
-
-
-_code: dict[int, Path] = {}  # by process id: a forked process makes (and removes) its own
-
-
-def _package_copy() -> Path:
-    """A clean copy of the ``ocrexp`` package (no caches) to ship as the model's code. Made once per
-    process, which runs the code it was started with (a sweep worker logs a reader per trial), and
-    removed when the process exits."""
-    pid = os.getpid()
-    if pid not in _code:
-        import ocrexp
-
-        tmp = Path(tempfile.mkdtemp(prefix="ocrexp-code-"))
-        shutil.copytree(Path(ocrexp.__file__).parent, tmp / "code" / "ocrexp",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        atexit.register(_remove_copy, pid, tmp)
-        _code[pid] = tmp / "code" / "ocrexp"
-    return _code[pid]
-
-
-def _remove_copy(pid: int, tmp: Path) -> None:
-    if os.getpid() == pid:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def pip_requirements() -> list[str]:
-    """What serving a logged model needs, pinned to this environment's versions. Passing them to
-    MLflow explicitly spares it inferring them, which re-imports the model in a subprocess (~6 s)."""
-    return list(_pins())
-
-
-@functools.cache  # a process's environment does not change under it; reading the metadata takes ~15 ms
-def _pins() -> tuple[str, ...]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for dist in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pillow", "scipy"):
-        try:
-            pins.append(f"{dist}=={version(dist)}")
-        except PackageNotFoundError:
-            pins.append(dist)
-    return tuple(pins)

@@ -1,7 +1,8 @@
 """The logged reader's model script (MLflow "models from code").
 
-``log_reader`` logs this file instead of a pickled object: loading the model runs it, with the
-package copy in the model's ``code/`` directory on ``sys.path``, so no pickle is ever unpickled.
+``ocrexp.tracking.logged_models.log_reader`` logs this file instead of a pickled object: loading
+the model runs it, with the package copy in the model's ``code/`` directory on ``sys.path``, so no
+pickle is ever unpickled.
 """
 
 from mlflow.models import set_model

@@ -65,16 +65,23 @@ def _source(data) -> tuple[str, str]:
     if location.startswith(("http://", "https://")):
         from mlflow.data.http_dataset_source import HTTPDatasetSource
 
-        source = HTTPDatasetSource(location)
-        return source._get_source_type(), source.to_json()
+        return _typed(HTTPDatasetSource(location))
     if location and os.path.exists(location):
         # The JSON of MLflow's LocalArtifactDatasetSource, which MLflow makes at import time
         # (mlflow.data.get_source() reads it back).
         return "local", json.dumps({"uri": os.path.abspath(location)})
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
-    source = CodeDatasetSource({"ocrexp.dataset.source": data.source or data.name})
-    return source._get_source_type(), source.to_json()
+    return _typed(CodeDatasetSource({"ocrexp.dataset.source": data.source or data.name}))
+
+
+def _typed(source) -> tuple[str, str]:
+    """``source``'s type and JSON, as MLflow records a dataset's source (its metadata-only dataset
+    says them publicly)."""
+    from mlflow.data.meta_dataset import MetaDataset
+
+    described = MetaDataset(source, name="source", digest="-").to_dict()
+    return described["source_type"], described["source"]
 
 
 def _schema(image_dtype: Any, image_shape: tuple[int, ...], label_dtype: Any) -> str:

@@ -4,15 +4,20 @@ A run's process is recorded as tags (``ocrexp.host``, ``ocrexp.pid``, ``ocrexp.p
 for other machines to judge, a heartbeat tag renewed while it lives. When ocrexp next touches the
 store (a new run, ``ocrexp runs``, ``ocrexp ui``), RUNNING runs whose process is gone are marked
 FAILED, with ``ocrexp.error`` saying so and naming the last epoch they reached.
+
+A sweep's trials carry an owner and a heartbeat of their own (the sweeper's ``_resume``), judged the
+same way (``ocrexp.processes``): a trial's owner is the sweep process, which outlives and outnumbers
+the runs of its jobs, and the sweeper reads trials from Optuna's storage, not MLflow's.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from pathlib import Path
+
+from ocrexp import processes
 
 HOST_TAG, PID_TAG, STARTED_TAG, HEARTBEAT_TAG = "ocrexp.host", "ocrexp.pid", "ocrexp.process_start", "ocrexp.heartbeat"
 HEARTBEAT_S = 60.0
@@ -20,50 +25,16 @@ HEARTBEAT_S = 60.0
 STALE_S = 10 * HEARTBEAT_S
 
 
-def _process_start(pid: int) -> str | None:
-    """When ``pid`` started, as the kernel counts it (tells a reused pid from the original); None
-    where there is no /proc."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return Path(f"/proc/{pid}").exists() if Path("/proc").is_dir() else True
-
-
 def owner_tags() -> dict[str, str]:
     """Tags naming this process, for the run it opens."""
     pid = os.getpid()
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), STARTED_TAG: _process_start(pid) or "",
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), STARTED_TAG: processes.start_time(pid) or "",
             HEARTBEAT_TAG: str(int(time.time()))}
 
 
-class Heartbeat:
-    """Renews the run's heartbeat tag every ``HEARTBEAT_S`` seconds on a daemon thread."""
-
-    def __init__(self, client, run_id: str):
-        self._client, self._run_id = client, run_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="ocrexp-heartbeat", daemon=True)
-        self._thread.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            try:
-                self._client.set_tag(self._run_id, HEARTBEAT_TAG, str(int(time.time())))
-            except Exception:  # noqa: BLE001 - a missed beat is retried; the run must not fail for it
-                pass
-
-    def stop(self) -> None:
-        self._stop.set()
+def start_heartbeat(client, run_id: str) -> processes.Heartbeat:
+    """Renews the run's heartbeat tag every ``HEARTBEAT_S`` seconds until its ``stop()``."""
+    return processes.Heartbeat(HEARTBEAT_S, lambda: client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time()))))
 
 
 def death_of(tags: dict[str, str], now: float | None = None) -> str | None:
@@ -72,9 +43,9 @@ def death_of(tags: dict[str, str], now: float | None = None) -> str | None:
     if not (host and pid and pid.isdigit()):
         return None  # not an ocrexp run, or from a version that did not record its process
     if host == socket.gethostname():
-        started = _process_start(int(pid))
-        if started is None and not _alive(int(pid)):
+        if not processes.alive(int(pid)):
             return f"its process (pid {pid} on {host}) is gone"
+        started = processes.start_time(int(pid))
         if started is not None and tags.get(STARTED_TAG) and started != tags[STARTED_TAG]:
             return f"its process (pid {pid} on {host}) is gone; the pid now belongs to another process"
         return None

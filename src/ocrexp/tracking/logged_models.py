@@ -1,65 +1,95 @@
-"""Logging MLflow models without the checks that cost a run seconds and cannot fail for ours.
+"""Logging a run's models: the Keras model's pinned requirements and the number reader.
 
-``mlflow.<flavor>.log_model`` does two things beyond saving and uploading the model:
-
-- it loads the saved model back and predicts its input example (the "serving input" check,
-  ≈0.7 s for the Keras model, ≈0.3 s for the reader); ocrexp's tests serve both models for real
-  instead, so each run need not;
-- it checks that this environment satisfies the model's pip requirements, which first maps every
-  installed distribution to its modules (≈1 s per process); ocrexp pins the requirements from this
-  very environment (``ocrexp.reading.pyfunc.pip_requirements``), so they are satisfied by
-  construction.
-
-``log(flavor, ...)`` is ``mlflow.models.Model.log``, MLflow's own path for every flavor's
-``log_model``, with both turned off. What is logged (MLmodel, signature, input example, serving
-input example, requirements, artifacts) is the same.
+Both go through ``ocrexp.compat.mlflow.log_model``: MLflow's own ``Model.log`` without its
+serving-input and requirements checks, which cost a run seconds and cannot fail for these models
+(ocrexp's tests serve both models for real, and the requirements are pinned from this very
+environment by ``pip_requirements``). What is logged is the same. ``log_reader`` logs the number
+reader (``ocrexp.reading.pyfunc``).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Callable
+import atexit
+import functools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from ocrexp.compat.mlflow import log_model
 
 
-class _Unchecked:
-    """``flavor`` as ``Model.log`` wants it, minus the ``validate_serving_input`` switch, which
-    ``Model.log`` reads from its keyword arguments and then forwards to the flavor's ``save_model``
-    (which rejects it). ``saved(path)`` sees the local folder the model was saved in, before upload."""
+def log_reader(keras_model, name: str = "reader", *, class_names: Sequence[str] | None = None,
+               pixel_scale: float = 255.0, batch_size: int = 256, model_file: Path | None = None):
+    """Log the number reader around ``keras_model`` into the active MLflow run as ``name``.
 
-    def __init__(self, flavor, saved: Callable[[str], None] | None = None):
-        self._flavor, self._saved = flavor, saved
-        self.__name__ = flavor.__name__  # the logged model's flavor name
+    ``pixel_scale`` is what the model's training pipeline divided uint8 pixels by, and
+    ``class_names`` label its outputs (default ``"0"`` .. ``"9"``). ``model_file``: ``keras_model``
+    already saved as a ``.keras`` file (the Keras flavor's copy), which spares saving it again.
+    Returns MLflow's ``ModelInfo``.
+    """
+    import mlflow.pyfunc
+    import pandas as pd
 
-    def save_model(self, *args, validate_serving_input: bool = True, **kwargs):
-        result = self._flavor.save_model(*args, **kwargs)
-        if self._saved is not None:
-            self._saved(kwargs["path"] if "path" in kwargs else args[0])
-        return result
+    from ocrexp.reading import pyfunc
+
+    config = {"pixel_scale": float(pixel_scale), "batch_size": int(batch_size),
+              "class_names": list(class_names) if class_names else None}
+    with tempfile.TemporaryDirectory(prefix="ocrexp-reader-") as tmp:
+        if model_file is None or not Path(model_file).is_file():
+            model_file = Path(tmp) / "digits.keras"
+            keras_model.save(model_file)
+        return log_model(
+            mlflow.pyfunc, name,
+            python_model=str(Path(pyfunc.__file__).with_name("served_model.py")),
+            artifacts={pyfunc.KERAS_ARTIFACT: str(model_file)},
+            code_paths=[str(_package_copy())],
+            model_config=config,
+            signature=pyfunc.signature(),
+            input_example=pd.DataFrame({pyfunc.INPUT_COLUMN: [pyfunc.example_png()]}),
+            pip_requirements=pip_requirements(),
+        )
 
 
-def log(flavor, name: str, *, saved: Callable[[str], None] | None = None, **kwargs: Any):
-    """Log a model of ``flavor`` (``mlflow.tensorflow``, ``mlflow.pyfunc``...) into the active run
-    as ``name``; ``kwargs`` are the flavor's ``log_model`` arguments, and ``saved(path)`` is called
-    with the folder the model was saved in before it is uploaded (to reuse its files). Returns
-    MLflow's ``ModelInfo``."""
-    from mlflow.models import Model
-
-    with _requirements_trusted():
-        return Model.log(artifact_path=None, name=name, flavor=_Unchecked(flavor, saved), validate_serving_input=False,
-                         **kwargs)
+def pip_requirements() -> list[str]:
+    """What serving a logged model needs, pinned to this environment's versions. Passing them to
+    MLflow explicitly spares it inferring them, which re-imports the model in a subprocess."""
+    return list(_pins())
 
 
-@contextmanager
-def _requirements_trusted():
-    """Skip MLflow's check of the pip requirements against this environment, while logging."""
-    from mlflow.utils import environment
+@functools.cache  # a process's environment does not change under it
+def _pins() -> tuple[str, ...]:
+    from importlib.metadata import PackageNotFoundError, version
 
-    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
-    if check is None:  # a later MLflow without the check: nothing to skip
-        yield
-        return
-    environment.warn_dependency_requirement_mismatches = lambda requirements: None
-    try:
-        yield
-    finally:
-        environment.warn_dependency_requirement_mismatches = check
+    pins = []
+    for dist in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pillow", "scipy"):
+        try:
+            pins.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            pins.append(dist)
+    return tuple(pins)
+
+
+_code: dict[int, Path] = {}  # by process id: a forked process makes (and removes) its own
+
+
+def _package_copy() -> Path:
+    """A clean copy of the ``ocrexp`` package (no caches) to ship as the reader's code. Made once per
+    process, which runs the code it was started with (a sweep worker logs a reader per trial), and
+    removed when the process exits."""
+    pid = os.getpid()
+    if pid not in _code:
+        import ocrexp
+
+        tmp = Path(tempfile.mkdtemp(prefix="ocrexp-code-"))
+        shutil.copytree(Path(ocrexp.__file__).parent, tmp / "code" / "ocrexp",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        atexit.register(_remove_copy, pid, tmp)
+        _code[pid] = tmp / "code" / "ocrexp"
+    return _code[pid]
+
+
+def _remove_copy(pid: int, tmp: Path) -> None:
+    if os.getpid() == pid:
+        shutil.rmtree(tmp, ignore_errors=True)

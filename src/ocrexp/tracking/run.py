@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from ocrexp.compat.mlflow import forget_active_run
 from ocrexp.errors import ConfigError, OcrexpError, Terminated
 from ocrexp.sweep_protocol import STATE_TAG, TrialEnded, TrialJob, is_pruned
 from ocrexp.tracking import liveness, store_process
@@ -57,20 +58,15 @@ def git_commit() -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
-def draws_in_helper(cfg: DictConfig) -> bool:
-    """Whether the run's figures are drawn by a helper process (it imports matplotlib while the model
-    trains): 0.55 s sooner done per debug=fast run. Not in sweep trials: with every core training,
-    the helpers' start cost more sweep time than drawing on the worker's thread (README "Performance")."""
-    return bool(cfg.tracking.enabled and cfg.tracking.get("log_plots")) and TrialJob.from_env() is None
-
-
 class RunTracker:
-    """One MLflow run for one training or evaluation job."""
+    """One MLflow run for one training or evaluation job; ``trial``: the sweep's trial the job runs
+    (its run is then named and tagged as the trial's, under the study's run)."""
 
     def __init__(self, cfg: DictConfig, run_name: str, tags: Mapping[str, str] | None = None,
-                 continue_run: str | None = None):
+                 continue_run: str | None = None, trial: TrialJob | None = None):
         self.cfg = cfg
         self.continue_run = continue_run  # an interrupted run this one resumes
+        self.trial = trial
         self.run_name = run_name
         self.tags = dict(tags or {})
         self.uri = tracking_uri(cfg.tracking)
@@ -79,7 +75,6 @@ class RunTracker:
         self.client = None
         self._figures: ThreadPoolExecutor | None = None
         self._drawn: list[Future] = []
-        self._figure_process = None  # figures.RunFigures, when the run logs plots
         # What the run's description is made of, as observed while it runs.
         self._metrics: dict[str, float] = {}
         self._epochs = 0
@@ -106,22 +101,17 @@ class RunTracker:
         self._env_uri = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
         tags = {**self._default_tags(), **liveness.owner_tags(), **self.tags}
-        trial = TrialJob.from_env()
-        if trial is not None:
-            tags.update(trial.run_tags())
-            self.run_name = trial.run_name
+        if self.trial is not None:
+            tags.update(self.trial.run_tags())
+            self.run_name = self.trial.run_name
         self.run_id = self._continued(tags) or self.client.create_run(exp_id, run_name=self.run_name,
                                                                       tags=tags).info.run_id
         mlflow.start_run(run_id=self.run_id)  # makes flavor log_model calls target this run (RUNNING again)
-        self._heartbeat = liveness.Heartbeat(self.client, self.run_id)
+        self._heartbeat = liveness.start_heartbeat(self.client, self.run_id)
         if self.continue_run == self.run_id:
             self._overrides = _logged_overrides()  # config and params were logged by the first process
         else:
             self._log_config()
-        if draws_in_helper(self.cfg):
-            from ocrexp.tracking.figures import RunFigures
-
-            self._figure_process = RunFigures()
         return self
 
     def _continued(self, tags: dict[str, str]) -> str | None:
@@ -153,8 +143,9 @@ class RunTracker:
         failure = self._finish_figures()
         self._heartbeat.stop()
         if isinstance(exc, StoreLocked) or isinstance(failure, StoreLocked):
-            # Nothing more can be written; the run is closed as dead when ocrexp next opens the store.
-            _forget_active_run()
+            # Nothing more can be written; the run is closed as dead when ocrexp next opens the store,
+            # and a sweep worker's next trial starts its own.
+            forget_active_run()
             self._restore_env_uri()
             raise exc if isinstance(exc, StoreLocked) else failure
         if exc_type is None and failure is not None:  # a plot that failed fails the run, as it would inline
@@ -195,18 +186,6 @@ class RunTracker:
             self._figures.shutdown(wait=True)
             self._figures = None
             errors += [f.exception() for f in self._drawn if f.exception() is not None]
-        if self._figure_process is not None:
-            process, self._figure_process = self._figure_process, None
-            drawn, failed = process.finish()
-            try:
-                for artifact_file, png in drawn:
-                    self.client.log_artifact(self.run_id, str(png), os.path.dirname(artifact_file) or None)
-            except Exception as exc:  # StoreLocked among them: __exit__ decides
-                errors.append(exc)
-            finally:
-                process.discard()
-            errors += [OcrexpError(f"a figure could not be drawn: {reason}; tracking.log_plots=false skips the "
-                                   "figures") for reason in failed]
         return errors[0] if errors else None
 
     def _default_tags(self) -> dict[str, str]:
@@ -287,25 +266,29 @@ class RunTracker:
         self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), artifact_file)
 
     def log_figure(self, fig, artifact_file: str) -> None:
-        """Log a matplotlib figure, or a function that makes one. A picklable function (a module's
-        function, or a ``functools.partial`` of one) is drawn by the run's figure process
-        (``ocrexp.tracking.figures``); another is drawn and uploaded on a background thread (one, so
-        pyplot is never used by two at once). Either way the run goes on, and waits before it ends."""
+        """Log a matplotlib figure, or a function that makes one. A function is drawn and uploaded on
+        the run's background thread (one, so pyplot is never used by two at once) while the run goes
+        on; the run waits for it before it ends, and fails when it could not be drawn."""
         if not callable(fig):
             self._save_figure(fig, artifact_file)
             return
-        if self._figure_process is not None and self._figure_process.draw(fig, artifact_file):
-            return
         if self._figures is None:
             self._figures = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocrexp-figures")
-        self._drawn.append(self._figures.submit(self._save_figure, fig, artifact_file))
+        self._drawn.append(self._figures.submit(self._draw_figure, fig, artifact_file))
 
-    def _save_figure(self, fig, artifact_file: str) -> None:
+    def _draw_figure(self, make, artifact_file: str) -> None:
+        try:
+            figure = make()
+        except Exception as exc:  # the run fails with the figure's name, not a bare plotting error
+            raise OcrexpError(f"a figure could not be drawn: {artifact_file}: {type(exc).__name__}: {exc}; "
+                              "tracking.log_plots=false skips the figures") from exc
+        self._save_figure(figure, artifact_file)
+
+    def _save_figure(self, figure, artifact_file: str) -> None:
         import matplotlib.pyplot as plt
 
         from ocrexp.plots import SAVE_KWARGS
 
-        figure = fig() if callable(fig) else fig
         try:
             self.client.log_figure(self.run_id, figure, artifact_file, save_kwargs=SAVE_KWARGS)
         finally:
@@ -344,7 +327,7 @@ class RunTracker:
         import mlflow
         from mlflow.models import infer_signature
 
-        from ocrexp.reading.pyfunc import log_reader, pip_requirements
+        from ocrexp.compat.mlflow import log_model
         from ocrexp.tracking import logged_models
 
         if output_example is None:
@@ -357,11 +340,11 @@ class RunTracker:
                 if Path(path, "data", "model.keras").is_file():  # where mlflow.tensorflow saves Keras 3 models
                     shutil.copyfile(Path(path, "data", "model.keras"), keras_file)
 
-            info = logged_models.log(mlflow.tensorflow, "model", saved=keep, model=model, signature=signature,
-                                     input_example=input_example, pip_requirements=pip_requirements())
+            info = log_model(mlflow.tensorflow, "model", saved=keep, model=model, signature=signature,
+                             input_example=input_example, pip_requirements=logged_models.pip_requirements())
             self.set_tags({"ocrexp.model_uri": f"runs:/{self.run_id}/model"})
-            reader = log_reader(model, name="reader", class_names=class_names, pixel_scale=pixel_scale,
-                                model_file=keras_file)
+            reader = logged_models.log_reader(model, name="reader", class_names=class_names,
+                                              pixel_scale=pixel_scale, model_file=keras_file)
         name = self.cfg.tracking.get("register_as")
         if name:
             self.set_tags({"ocrexp.registered_model": self._register(name, info),
@@ -416,21 +399,6 @@ class RunTracker:
         from ocrexp.callbacks import MlflowMetrics
 
         return MlflowMetrics(self)
-
-
-def _forget_active_run() -> None:
-    """Leave MLflow's active run without writing to the store (``end_run`` would wait for the lock
-    again before failing); a sweep worker's next trial starts its own."""
-    import mlflow
-
-    stack = getattr(mlflow.tracking.fluent, "_active_run_stack", None)
-    if stack is not None and stack.get():
-        stack.get().pop()
-    elif mlflow.active_run() is not None:
-        try:
-            mlflow.end_run()
-        except Exception:  # noqa: BLE001 - the store is locked; nothing to do about it here
-            pass
 
 
 def _check_registered_name(name: Any) -> None:

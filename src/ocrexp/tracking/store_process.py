@@ -1,12 +1,13 @@
 """MLflow's SQLite store served from a second process that opens it while TensorFlow imports.
 
 Opening MLflow's SQLite tracking store imports SQLAlchemy, alembic and MLflow's ORM models and
-configures the mappers: ≈0.9 s of pure-Python work per process, which holds the interpreter lock
+configures the mappers: pure-Python work in every process, which holds the interpreter lock
 (threads do not hide it). A single run therefore forks this server before it imports TensorFlow:
 the server opens the store on the second core while the first loads TensorFlow, and this process
 reaches the store through :class:`StoreProxy`, which MLflow's tracking-store registry hands out for
-``sqlite`` URIs in this process only. Everything else (the ``MlflowClient``, fluent ``log_model``,
-local artifact files) runs here as before; only the store's method calls cross the pipe.
+``sqlite`` URIs in this process only (``ocrexp.compat.mlflow.route_sqlite_stores``). Everything else
+(the ``MlflowClient``, fluent ``log_model``, local artifact files) runs here as before; only the
+store's method calls cross the pipe.
 
 The server ignores Ctrl-C and SIGTERM (the run still records that it was killed through it) and
 exits when this process closes the pipe or dies. Where forking is unsafe or gains nothing (threads
@@ -115,13 +116,11 @@ def install() -> None:
     """Send this process's MLflow store calls for ``sqlite`` URIs to the server, once MLflow is imported."""
     if _server is None or _server.installed:
         return
-    from mlflow.tracking._tracking_service import utils
+    from ocrexp.compat.mlflow import route_sqlite_stores
 
-    registry = getattr(utils, "_tracking_store_registry", None)
-    if registry is None:  # MLflow moved its registry: open the store here as before
+    if not route_sqlite_stores(_proxy):  # MLflow moved its registry: open the store here as before
         stop()
         return
-    registry.register("sqlite", _proxy)
     _server.installed = True
 
 
@@ -132,10 +131,9 @@ def stop() -> None:
     if server is None:
         return
     if server.installed:
-        from mlflow.tracking._tracking_service import utils
+        from ocrexp.compat.mlflow import restore_sqlite_stores
 
-        utils._tracking_store_registry.register("sqlite", utils._get_sqlalchemy_store)
-        utils._tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+        restore_sqlite_stores()
     server.conn.close()
     try:
         os.waitpid(server.pid, 0)
@@ -181,9 +179,9 @@ def _serve(conn, uri: str) -> None:
         stores: dict[tuple, Any] = {}
         # The expensive part, done while the run imports TensorFlow: the imports, the ORM's mappers,
         # and the store the run will ask for first (tables created under ensure_store's lock).
-        from mlflow.tracking._tracking_service import utils
         from sqlalchemy.orm import configure_mappers
 
+        from ocrexp.compat.mlflow import open_tracking_store
         from ocrexp.tracking.store import ensure_store
 
         __import__(_STORE_MODULE)
@@ -202,7 +200,7 @@ def _serve(conn, uri: str) -> None:
                     if key not in stores:
                         store_uri, artifact_uri, cwd = key
                         os.chdir(cwd)  # MLflow resolves a relative default artifact root against it
-                        stores[key] = utils._tracking_store_registry.get_store(store_uri, artifact_uri)
+                        stores[key] = open_tracking_store(store_uri, artifact_uri)
                     reply = (True, None)
                 elif op == "getattr":
                     attr = getattr(stores[key], name)

@@ -10,8 +10,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def scratch_project(prefix: str) -> tuple[Path, dict[str, str]]:
-    """(root, environment for commands run in it)."""
+def new_project(prefix: str) -> tuple[Path, dict[str, str]]:
+    """A fresh throw-away project: (root, environment for commands run in it)."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     env = {**os.environ, "OCREXP_ROOT": str(root),
            "OCREXP_DATA_DIR": os.environ.get("OCREXP_DATA_DIR", str(REPO / "data"))}

@@ -1,0 +1,63 @@
+"""Hydra's private parts that ocrexp relies on: tested with hydra-core 1.3.8, read in the source of 1.3.2.
+
+OmegaConf's are not needed: ``OmegaConf.to_container(resolve=False)``, ``is_interpolation`` and
+``is_missing`` read a config as written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ocrexp.compat import library_changed
+
+CHECKED = "1.3.2 to 1.3.8"
+
+Step = Callable[[], Any]
+
+
+def job_failure(ret: Any) -> BaseException | None:
+    """The exception a launched job (Hydra's ``JobReturn``) ended with, or None if it completed.
+
+    The public ``JobReturn.return_value`` re-raises it and first writes "Error executing job..." to
+    the process's stderr; with several trials running on threads, hiding that line by redirecting
+    stderr would hide the other threads' output too. So this reads the private field behind it,
+    and raises ``CompatError`` when the field is gone. Checked with hydra-core 1.3.2 to 1.3.8.
+    """
+    from hydra.core.utils import JobStatus
+
+    if ret.status == JobStatus.COMPLETED:
+        return None
+    try:
+        return ret._return_value
+    except AttributeError:
+        raise library_changed("hydra-core", "ocrexp.compat.hydra.job_failure", "JobReturn._return_value",
+                              CHECKED) from None
+
+
+@contextmanager
+def error_report_replaced(report: Callable[[Step, Callable[[Step], Any]], Any]) -> Iterator[None]:
+    """Within this block, ``@hydra.main`` hands each step that fails on a user's mistake (parsing the
+    command line, composing the config) to ``report(step, hydra_report)`` instead of reporting its
+    errors itself; ``hydra_report(step)`` is Hydra's own report, for the errors ``report`` leaves to it.
+
+    Hydra has no public way to change how ``@hydra.main`` reports those errors: it runs the steps
+    through the private ``hydra._internal.utils.run_and_report``, which prints several lines and
+    exits. When that is gone, Hydra's own report is the right thing to print (longer, but it says
+    what is wrong), so the block then changes nothing, and the hook's test is what fails. Checked
+    with hydra-core 1.3.2 to 1.3.8.
+    """
+    try:
+        from hydra._internal import utils
+    except ImportError:
+        utils = None
+    original = getattr(utils, "run_and_report", None)
+    if original is None:
+        yield
+        return
+    utils.run_and_report = lambda step: report(step, original)
+    try:
+        yield
+    finally:
+        utils.run_and_report = original
