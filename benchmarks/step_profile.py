@@ -17,7 +17,9 @@ import collections
 import tempfile
 from pathlib import Path
 
-import ocrexp  # noqa: F401  (first: keeps TensorFlow's start-up lines off the terminal)
+from ocrexp.console import quiet_libraries
+
+quiet_libraries()  # first: keeps TensorFlow's start-up lines off the terminal
 
 
 def op_times(logdir: Path) -> collections.Counter:

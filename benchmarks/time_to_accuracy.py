@@ -21,7 +21,9 @@ import argparse
 import statistics
 import time
 
-import ocrexp  # noqa: F401  (first: keeps TensorFlow's start-up lines off the terminal)
+from ocrexp.console import quiet_libraries
+
+quiet_libraries()  # first: keeps TensorFlow's start-up lines off the terminal
 
 # name -> ocrexp-train overrides; None: the tutorial's own code
 RECIPES = {"speedrun": ["experiment=speedrun"], "tutorial": ["experiment=tutorial"], "tutorial-code": None}

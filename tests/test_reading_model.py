@@ -32,7 +32,6 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="session")
 def digit_model(mnist):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     from ocrexp.models.cnn import tutorial_cnn

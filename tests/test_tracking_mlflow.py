@@ -132,6 +132,26 @@ def test_a_register_as_name_that_breaks_model_uris_is_refused_before_a_run_start
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize("at", ["mlflow.start_run", "RunTracker._log_config"])
+def test_a_ctrl_c_while_a_run_starts_ends_it_killed_and_names_it(tmp_path, monkeypatch, at):
+    import mlflow
+
+    from ocrexp.config import compose
+    from ocrexp.tracking import RunTracker
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlflow if at == "mlflow.start_run" else RunTracker, at.split(".")[1], ctrl_c)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        with RunTracker(compose(f"tracking.uri={uri}"), "interrupted"):
+            pytest.fail("the run never started")
+    run = mlflow.MlflowClient(uri).get_run(interrupted.value.killed_run)  # for the command's last line
+    assert (run.info.status, run.data.tags["ocrexp.error"]) == ("KILLED", "interrupted (Ctrl-C)")
+    assert mlflow.active_run() is None
+
+
 # --- the model registry ---------------------------------------------------------------------------
 
 

@@ -41,6 +41,9 @@ def quiet_libraries() -> None:
     """Silence TensorFlow's C++ log and MLflow's INFO lines and progress bars; must run before either
     loads, so each entry point calls it first (sweep workers too, from the task function: they are new
     interpreters). A level the user set in the environment wins."""
+    # Models carry pinned pip requirements; MLflow would also copy the checkout's whole uv.lock
+    # into every model logged from it.
+    os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
     if verbose():
         return
     # Level 3 also drops "failed call to cuInit" errors that every GPU-less machine logs. Sweep

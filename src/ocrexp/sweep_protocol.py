@@ -81,7 +81,8 @@ class TrialJob:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrialJob | None:
-        """The trial this process runs, or None outside an Optuna sweep."""
+        """The trial this process runs, or None outside an Optuna sweep. Only the job's entry point
+        (``ocrexp-train``'s task function) reads it; everything else is handed the job."""
         env = os.environ if environ is None else environ
         storage, study, trial_id = env.get(ENV_STORAGE), env.get(ENV_STUDY), env.get(ENV_TRIAL_ID)
         if not (storage and study and trial_id):

@@ -73,6 +73,7 @@ class RunTracker:
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.client = None
+        self._heartbeat = None
         self._figures: ThreadPoolExecutor | None = None
         self._drawn: list[Future] = []
         # What the run's description is made of, as observed while it runs.
@@ -106,12 +107,16 @@ class RunTracker:
             self.run_name = self.trial.run_name
         self.run_id = self._continued(tags) or self.client.create_run(exp_id, run_name=self.run_name,
                                                                       tags=tags).info.run_id
-        mlflow.start_run(run_id=self.run_id)  # makes flavor log_model calls target this run (RUNNING again)
-        self._heartbeat = liveness.start_heartbeat(self.client, self.run_id)
-        if self.continue_run == self.run_id:
-            self._overrides = _logged_overrides()  # config and params were logged by the first process
-        else:
-            self._log_config()
+        try:  # the run exists: a Ctrl-C or SIGTERM from here on ends it as one inside the block does
+            mlflow.start_run(run_id=self.run_id)  # makes flavor log_model calls target this run (RUNNING again)
+            self._heartbeat = liveness.start_heartbeat(self.client, self.run_id)
+            if self.continue_run == self.run_id:
+                self._overrides = _logged_overrides()  # config and params were logged by the first process
+            else:
+                self._log_config()
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def _continued(self, tags: dict[str, str]) -> str | None:
@@ -141,7 +146,8 @@ class RunTracker:
         import mlflow
 
         failure = self._finish_figures()
-        self._heartbeat.stop()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if isinstance(exc, StoreLocked) or isinstance(failure, StoreLocked):
             # Nothing more can be written; the run is closed as dead when ocrexp next opens the store,
             # and a sweep worker's next trial starts its own.
@@ -167,7 +173,11 @@ class RunTracker:
         else:
             self.client.set_tag(self.run_id, "ocrexp.error", f"{exc_type.__name__}: {exc}"[:5000])
             status = "FAILED"
-        mlflow.end_run(status=status)
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self.run_id:
+            mlflow.end_run(status=status)
+        else:  # interrupted before it became MLflow's active run
+            self.client.set_terminated(self.run_id, status)
         self._restore_env_uri()
         if failure is not None and exc is failure:
             raise failure
