@@ -69,6 +69,9 @@ def ocrexp_path(data, overrides: str, n_val: int):
 
 
 def main() -> None:
+    from ocrexp.console import quiet_libraries
+
+    quiet_libraries()  # before TensorFlow loads: keeps its start-up lines off the terminal
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="timed epochs per path after the first")
     parser.add_argument("--variant", action="append", default=None,

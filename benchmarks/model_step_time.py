@@ -33,6 +33,9 @@ def build(variant: str, num_classes: int = 10):
 
 
 def main() -> None:
+    from ocrexp.console import quiet_libraries
+
+    quiet_libraries()  # before TensorFlow loads: keeps its start-up lines off the terminal
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", action="append", help="'MODEL [override ...]'; repeatable "
                         f"(default: {' '.join(DEFAULT_VARIANTS)})")

@@ -27,6 +27,9 @@ BIN = Path(sys.executable).parent
 
 
 def main() -> None:
+    from ocrexp.console import quiet_libraries
+
+    quiet_libraries()  # before TensorFlow loads: keeps its start-up lines off the terminal
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="runs:/…, models:/… or a .keras file")
     parser.add_argument("--images", type=int, default=1000, help="images for the throughput run (default 1000)")

@@ -17,6 +17,9 @@ MARGINS = (0.0, 0.1, 0.3, 0.8)  # paper around the digit, in digit heights (+2 p
 
 
 def main() -> None:
+    from ocrexp.console import quiet_libraries
+
+    quiet_libraries()  # before TensorFlow loads: keeps its start-up lines off the terminal
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="runs:/…, models:/… or a .keras file")
     parser.add_argument("--count", type=int, default=2000, help="digits per margin (default 2000)")

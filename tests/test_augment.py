@@ -95,6 +95,7 @@ def test_seed_zoom_scales_each_axis_independently_within_ten_percent():
     assert (ratio_w.max() - ratio_w.min()) > 0.12
 
 
+@pytest.mark.slow
 def test_run_with_augmentation_logs_a_grid_of_augmented_training_samples(tmp_path, monkeypatch):
     monkeypatch.setenv("OCREXP_ROOT", str(tmp_path))
     result = run(*tracked(tmp_path, *TINY, "augmentation=tutorial"))

@@ -77,9 +77,9 @@ def test_after_build_before_fit_a_fit_traces_its_train_step_once():
     import keras
     import numpy as np
     import tensorflow as tf
-    from tensorflow.python.framework import func_graph
 
     from ocrexp.compat.keras import build_before_fit
+    from tests.training import traced_functions
 
     def traces_of_one_fit(hooked: bool) -> int:
         keras.utils.set_random_seed(0)
@@ -90,18 +90,8 @@ def test_after_build_before_fit_a_fit_traces_its_train_step_once():
         if hooked:
             assert build_before_fit(model, data)
             assert model.optimizer.built
-        traced = []
-        trace = func_graph.func_graph_from_py_func
-
-        def counting(name, *args, **kwargs):
-            traced.append(name)
-            return trace(name, *args, **kwargs)
-
-        func_graph.func_graph_from_py_func = counting
-        try:
+        with traced_functions() as traced:
             model.fit(data, epochs=1, verbose=0, shuffle=False)
-        finally:
-            func_graph.func_graph_from_py_func = trace
         return traced.count("one_step_on_data")
 
     assert traces_of_one_fit(hooked=True) == 1

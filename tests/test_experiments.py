@@ -46,7 +46,9 @@ def test_every_issue_experiment_exists():
     assert set(MEASURED) | {"tutorial"} <= set(EXPERIMENTS)
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+# The fast path runs the tutorial and the speedrun; the rest train under `slow`.
+@pytest.mark.parametrize("name", [n if n in ("tutorial", "speedrun") else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in EXPERIMENTS])
 def test_experiment_composes_and_runs_under_debug_fast(name, mnist_model_file):
     overrides = [f"experiment={name}", *shrink(name, mnist_model_file)]
     cfg = compose(*overrides)

@@ -242,3 +242,12 @@ def test_pruned_trials_are_recognised_by_type_not_by_name():
 
     assert is_pruned(optuna.TrialPruned("pruned after epoch 2"))
     assert not is_pruned(TrialPruned()) and not is_pruned(KeyboardInterrupt()) and not is_pruned(None)
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_every_module_imports(module):
+    """The fast test path reaches every module at least this far: an upgrade that breaks a module's
+    imports fails here, even for modules whose behaviour only the slow tests exercise."""
+    import importlib
+
+    importlib.import_module(module)

@@ -58,6 +58,7 @@ def test_vgg16_fine_tuning_unfreezes_from_the_named_block_on():
         transfer.unfreeze_from(model, "block9")
 
 
+@pytest.mark.slow
 def test_vgg16_with_random_weights_trains_both_phases_on_one_epoch_axis(tmp_path, monkeypatch):
     monkeypatch.setenv("OCREXP_ROOT", str(tmp_path))
     result = run(*tracked(tmp_path, *VGG_TINY, "model.fine_tune={unfreeze_from: block5_conv1, epochs: 1, lr: 1e-5}"))

@@ -9,7 +9,7 @@ import pytest
 from ocrexp import config
 from ocrexp.config import compose
 from ocrexp.errors import ConfigError
-from tests.training import fit, val_metrics
+from tests.training import fit, traced_functions, val_metrics
 
 
 @pytest.mark.parametrize("name, cls, settings", [
@@ -117,20 +117,8 @@ def test_label_smoothing_and_a_fresh_optimizer_reach_the_compiled_model():
 def test_a_fit_traces_its_train_step_once_since_its_variables_exist_before_it():
     """A ``tf.function`` whose first trace creates variables (the optimizer's, the metrics') is traced
     again; ``ocrexp.compat.keras.build_before_fit`` creates them first, so the train function is traced once."""
-    from tensorflow.python.framework import func_graph
-
-    traced = []
-    trace = func_graph.func_graph_from_py_func
-
-    def counting(name, *args, **kwargs):
-        traced.append(name)
-        return trace(name, *args, **kwargs)
-
-    func_graph.func_graph_from_py_func = counting
-    try:
+    with traced_functions() as traced:
         fitted = fit("trainer.epochs=1", "dataset.limit_train=400", "trainer.verbose=0")
-    finally:
-        func_graph.func_graph_from_py_func = trace
     assert fitted.history["loss"]
     # The train step and the validation step, once each (the train step was traced twice before).
     assert traced.count("one_step_on_data") == 2, traced

@@ -213,6 +213,7 @@ def test_pixel_arrays_of_any_shape_and_dtype_are_prepared_or_raise_a_reader_erro
     assert prepared.fields.shape[1:] == (28, 28) and np.isfinite(prepared.fields).all()
 
 
+@pytest.mark.slow
 @fuzz(80)
 @given(pixel_arrays(planes_only=True), st.booleans())
 def test_the_segmenter_on_any_plane_finds_glyphs_or_raises_a_reader_error(pixels, as_ink):

@@ -319,6 +319,7 @@ def test_two_objectives_give_a_pareto_front(app, tmp_path):
         check_pruner("median", ["maximize", "minimize"])
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_with_exact_trial_count(app, tmp_path):
     tracking = f"+tracking={{enabled: true, uri: 'sqlite:///{tmp_path}/mlflow.db', experiment_name: sweeps}}"
     args = ["hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=2", "sleep=1", tracking]
@@ -365,18 +366,23 @@ def test_killed_sweep_resumes_with_exact_trial_count(app, tmp_path):
     assert len(client.search_runs([exp.experiment_id], "tags.`ocrexp.role` = 'optuna-study'")) == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_a_sweep_waits_for_its_jobs_and_keeps_the_results_they_finish(app, tmp_path):
     # Ctrl-C reached the sweep alone, and its jobs run on to their last step: each slot tells its
     # trial's result before the sweep fails whatever is still running, so no job has its trial
     # ended under it (CI once saw UpdateFinishedTrialError fail a KILLED run that way).
-    proc = start_sweep(app, tmp_path, "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=2", "steps=8", "sleep=0.5")
+    # Many trials, so that the Ctrl-C cannot arrive as the sweep ends on its own (it once came while
+    # the last two reported, and the finished sweep exited 0).
+    proc = start_sweep(app, tmp_path, "hydra.sweeper.n_trials=40", "hydra.sweeper.n_jobs=2", "steps=8", "sleep=0.5")
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
             time.sleep(0.2)
             if glob.glob(str(tmp_path / "mlruns" / "optuna" / "*.journal")):
-                running = by_state(load_study(tmp_path)).get("RUNNING", [])
-                if len(running) == 2 and all(t.intermediate_values for t in running):
+                states = by_state(load_study(tmp_path))
+                running = states.get("RUNNING", [])
+                if len(running) == 2 and all(t.intermediate_values for t in running) \
+                        and len(states.get("COMPLETE", [])) < 30:
                     break
         else:
             pytest.fail("the sweep never had 2 trials reporting at once")
@@ -429,6 +435,7 @@ def postgres_url():
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage", ["journal", "postgresql"])
 def test_four_sweeps_started_together_share_one_study_and_one_mlflow_parent(app, tmp_path, request, storage):
     url = request.getfixturevalue("postgres_url") if storage == "postgresql" else None

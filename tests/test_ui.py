@@ -24,6 +24,7 @@ from tests.servers import assert_stops_cleanly, children, kill_session, session_
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 
 
+@pytest.mark.slow
 def test_ui_serves_the_project_store_and_links_its_runs_page(trained, start_ui):
     project, run_id = trained
     ui = start_ui(project)

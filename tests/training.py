@@ -81,3 +81,24 @@ def val_metrics(fitted: Fitted) -> dict[str, float]:
     loss = getattr(keras.losses, config.LOSSES[cfg.trainer.loss])(label_smoothing=cfg.trainer.label_smoothing)
     fitted.model.compile(loss=loss, metrics=["accuracy"])
     return fitted.model.evaluate(ds, verbose=0, return_dict=True)
+
+
+@contextmanager
+def traced_functions():
+    """The names of the ``tf.function`` graphs traced inside the block, in order (a list that fills as
+    it runs). It wraps TensorFlow's tracing entry point, which every ``tf.function`` trace passes."""
+    from tensorflow.python.framework import func_graph
+
+    traced: list[str] = []
+    trace = func_graph.func_graph_from_py_func
+
+    def counting(name, *args, **kwargs):
+        traced.append(name)
+        return trace(name, *args, **kwargs)
+
+    func_graph.func_graph_from_py_func = counting
+    try:
+        yield traced
+    finally:
+        func_graph.func_graph_from_py_func = trace
+
