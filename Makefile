@@ -9,14 +9,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ocrexp-installed
 UV_VERSION := 0.13.10
 # uv installs into $(VENV), keeps pip and itself there (--inexact), and never downloads a Python.
+# --compile-bytecode: as pip does; without it a process that may not write __pycache__
+# (PYTHONDONTWRITEBYTECODE, a read-only venv) compiles TensorFlow, Keras and MLflow on every start.
 UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(BIN)/uv
+SYNC := sync --frozen --inexact --compile-bytecode --extra dev --python $(BIN)/python
 
 .PHONY: train test test-fast lock data ui bench clean
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	$(UV) sync --frozen --inexact --extra dev --python $(BIN)/python
+	$(UV) $(SYNC)
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -31,7 +34,7 @@ test-fast: $(STAMP)
 # Refresh the lock to the newest versions pyproject.toml allows; then run `make test` before committing it.
 lock: $(STAMP)
 	$(UV) lock --upgrade
-	$(UV) sync --frozen --inexact --extra dev --python $(BIN)/python
+	$(UV) $(SYNC)
 
 data: $(STAMP)
 	$(BIN)/ocrexp data fetch mnist
