@@ -11,6 +11,7 @@ import argparse
 import importlib
 import signal
 import sys
+from typing import NoReturn
 
 from ocrexp.console import quiet_libraries, to_terminal
 from ocrexp.errors import USAGE_EXIT, OcrexpError, interrupted, print_error, raise_terminated
@@ -19,8 +20,18 @@ COMMANDS = ("data", "ui", "dashboard", "export", "reproduce", "resume", "predict
 TRAINING = ("reproduce", "resume")  # their Ctrl-C or SIGTERM ends a run as KILLED
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage mistakes as the one ``error:`` line every ocrexp command prints, naming
+    the ``--help`` that lists what it takes (argparse prints the whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        message = message.replace("invalid _non_negative value", "invalid value")
+        print_error(f"{self.prog}: {message}; `{self.prog} --help` lists what it takes.")
+        sys.exit(USAGE_EXIT)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ocrexp", description="ocrexp tools: fetch data, browse runs, export and reproduce models.",
         epilog="Training is ocrexp-train (a Hydra app: ocrexp-train --help); evaluation is ocrexp-eval.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
