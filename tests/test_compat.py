@@ -229,6 +229,23 @@ def test_hydra_mains_errors_go_to_the_replacement_report(capfd, monkeypatch):
     assert err.splitlines() == [err] and err.startswith("error: no_such_key is not a setting"), err
 
 
+
+def test_hydra_mains_flag_mistakes_go_to_the_replacement_report(capfd, monkeypatch):
+    import hydra
+
+    from ocrexp.hydra_errors import one_line_errors
+
+    @hydra.main(version_base="1.3", config_path=None, config_name=None)
+    def app(cfg):
+        raise AssertionError("the unknown flag should stop Hydra before the task")
+
+    monkeypatch.setattr(sys, "argv", ["app", "--no-such-flag"])
+    with one_line_errors(), pytest.raises(SystemExit) as stopped:
+        app()
+    assert stopped.value.code == 2
+    err = capfd.readouterr().err.strip()
+    assert err == "error: app: unrecognized arguments: --no-such-flag; `app --help` lists what it takes.", err
+
 # -- MLflow's tracking-store registry (the store server, ocrexp.tracking.store_process) ---------------
 
 def test_sqlite_stores_come_from_the_routed_builder_until_mlflow_opens_them_itself_again(tmp_path):

@@ -35,8 +35,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from ocrexp.models.io import load_model, source_run_id
     from ocrexp.report import log_report, test_report
     from ocrexp.tracking import make_tracker, start_store_server, tracking_uri
+    from ocrexp.tracking.refs import resolve_model_uri
 
     start_store_server(cfg)  # before TensorFlow and MLflow load
+    # A prefix or run name may name another run tomorrow: the run records the full id.
+    cfg.model_uri = resolve_model_uri(str(cfg.model_uri), tracking_uri(cfg.tracking))
     data = config.instantiate(cfg.dataset.source)
     n = min(cfg.dataset.limit_test or len(data.x_test), len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]

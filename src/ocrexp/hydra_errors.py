@@ -1,4 +1,5 @@
-"""Hydra's reports of command-line mistakes as one sentence: a misspelt key, a wrong type, an unknown option.
+"""Hydra's reports of command-line mistakes as one sentence: a misspelt key, a wrong type, an unknown
+option or flag.
 
 Hydra reports a bad override in five to ten lines (the message, OmegaConf's ``full_key`` /
 ``object_type`` block, the config search path, a hint about ``HYDRA_FULL_ERROR``).
@@ -13,10 +14,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-from ocrexp.compat.hydra import error_report_replaced
+from ocrexp.compat.hydra import error_report_replaced, usage_errors_replaced
 from ocrexp.errors import OcrexpError, exit_with_error
 from ocrexp.renames import renamed_option
 
@@ -35,7 +37,11 @@ def one_line_errors() -> Iterator[None]:
                 return hydra_report(lambda: _reraise(error))
             exit_with_error(message)
 
-    with error_report_replaced(report):
+    def usage(message: str) -> None:
+        prog = os.path.basename(sys.argv[0]) or "the command"
+        exit_with_error(f"{prog}: {message}; `{prog} --help` lists what it takes.")
+
+    with error_report_replaced(report), usage_errors_replaced(usage):
         yield
 
 

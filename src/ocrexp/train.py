@@ -72,6 +72,10 @@ def prepare(cfg: DictConfig) -> Prepared:
     strategy = runtime.distribution(cfg.trainer)
     data = config.instantiate(cfg.dataset.source)
     splits = split(data, cfg.dataset.validation_split, cfg.seed, cfg.dataset.limit_train, cfg.dataset.limit_test)
+    if cfg.model.get("init_from"):  # a prefix or run name may name another run tomorrow: log the full id
+        from ocrexp.tracking.refs import resolve_model_uri
+
+        cfg.model.init_from = resolve_model_uri(str(cfg.model.init_from), tracking_uri(cfg.tracking))
     # Under a strategy, the model's variables are mirrored on every replica; fitting trains in its scope.
     with strategy.scope() if strategy else contextlib.nullcontext():
         model, provenance = build_model(cfg.model, data.input_shape, data.num_classes, tracking_uri(cfg.tracking))

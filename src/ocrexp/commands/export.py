@@ -1,4 +1,4 @@
-"""``ocrexp export RUN_ID PATH``: write a run's model as ``.keras`` or legacy ``.h5``."""
+"""``ocrexp export RUN PATH``: write a run's model as ``.keras`` or legacy ``.h5``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from ocrexp.errors import OcrexpError
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="write a run's model to a .keras or .h5 file",
                                    description="Write the model logged with an MLflow run to a file.")
-    parser.add_argument("run_id", help="MLflow run id (or a full model URI such as models:/name/1)")
+    parser.add_argument("run_id", metavar="RUN", help="the run whose model to write: its id, a unique id prefix "
+                        "(4+ characters) or a unique run name; or a model URI such as models:/name/1")
     parser.add_argument("path", type=Path, help="output file: .keras (native) or .h5 (legacy HDF5)")
     parser.add_argument("--tracking-uri", default=None, help="store holding the run (default: the project's)")
     parser.set_defaults(run=run)
@@ -38,7 +39,13 @@ def export(uri: str, path: Path, tracking_uri: str | None = None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ocrexp.tracking.refs import resolve_model_uri
+    from ocrexp.tracking.store import tracking_uri
+
     uri = args.run_id if ":/" in args.run_id else f"runs:/{args.run_id}/model"
+    if args.path.suffix not in (".keras", ".h5"):  # before the model is fetched
+        raise OcrexpError(f"{args.path} must end in .keras (native format) or .h5 (legacy HDF5).")
+    uri = resolve_model_uri(uri, args.tracking_uri or tracking_uri())
     out = export(uri, args.path, args.tracking_uri)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) from {uri}")
     return 0

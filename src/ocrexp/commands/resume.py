@@ -1,4 +1,4 @@
-"""``ocrexp resume RUN_ID``: go on training an interrupted run from its last checkpoint."""
+"""``ocrexp resume RUN``: go on training an interrupted run from its last checkpoint."""
 
 from __future__ import annotations
 
@@ -9,26 +9,23 @@ from pathlib import Path
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "resume", help="go on training an interrupted run from its last checkpoint",
-        description="Continue RUN_ID (killed, interrupted or failed) in the same MLflow run, from the epoch after "
+        description="Continue RUN (killed, interrupted or failed) in the same MLflow run, from the epoch after "
                     "its last checkpoint, with the config it was started with. Rerunning the same "
                     "ocrexp-train command does the same.")
-    parser.add_argument("run_id", help="MLflow run id to resume")
+    parser.add_argument("run_id", metavar="RUN", help="the run to resume: its id, a unique id prefix "
+                        "(4+ characters, as `ocrexp runs` shows) or a unique run name")
     parser.add_argument("--tracking-uri", default=None, help="store holding the run (default: the project's)")
     parser.set_defaults(run=run)
 
 
-def checkpoint_of(run_id: str, uri: str) -> Path:
-    """The folder holding ``run_id``'s checkpoint; a one-line error when there is none to resume."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
+def checkpoint_of(ref: str, uri: str) -> Path:
+    """The folder holding the checkpoint of the run ``ref`` names; a one-line error when there is none."""
     from ocrexp import checkpoints
     from ocrexp.errors import OcrexpError
+    from ocrexp.tracking.refs import resolve_run
 
-    try:
-        run = mlflow.MlflowClient(uri).get_run(run_id)
-    except MlflowException:
-        raise OcrexpError(f"there is no run {run_id} in {uri}; `ocrexp runs` lists the runs.") from None
+    run = resolve_run(ref, uri)
+    run_id = run.info.run_id
     folder = run.data.tags.get("ocrexp.checkpoint")
     state = checkpoints.read_state(Path(folder) / checkpoints.STATE) if folder else None
     if state is None or state.progress.run_id != run_id:

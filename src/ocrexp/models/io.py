@@ -12,6 +12,7 @@ MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 def load_model(uri: str, tracking_uri: str | None = None):
     """Load a Keras model from ``runs:/…``, ``models:/…``, an artifact directory or a model file.
+    ``runs:/<run>/…`` names the run as every ocrexp command does (``ocrexp.tracking.refs``).
 
     Always ``safe_mode=True``: a model file cannot run arbitrary code when it is loaded.
     """
@@ -41,10 +42,12 @@ def _download(uri: str, tracking_uri: str | None) -> Path:
     import mlflow
 
     from ocrexp.tracking import store_process
+    from ocrexp.tracking.refs import resolve_model_uri
     from ocrexp.tracking.store import tracking_uri as default_uri
 
     store_process.install()  # ocrexp-eval may have started one
     store = tracking_uri or default_uri()
+    uri = resolve_model_uri(uri, store)
     # MLflow resolves runs:/ and models:/ through its global tracking URI (which it also exports as
     # MLFLOW_TRACKING_URI); a library call puts both back as they were.
     before = os.environ.get("MLFLOW_TRACKING_URI")
@@ -64,7 +67,10 @@ def source_run_id(uri: str, tracking_uri: str | None = None) -> str | None:
     """The run that produced the model at ``uri`` (``runs:/``, or ``models:/`` with a version, an
     alias, ``latest`` or a logged model's id), if any."""
     if uri.startswith("runs:/"):
-        return uri[len("runs:/"):].split("/", 1)[0]
+        from ocrexp.tracking.refs import resolve_model_uri
+        from ocrexp.tracking.store import tracking_uri as default_uri
+
+        return resolve_model_uri(uri, tracking_uri or default_uri())[len("runs:/"):].split("/", 1)[0]
     if not uri.startswith("models:/"):
         return None
     import mlflow

@@ -97,7 +97,10 @@ def resolve_run(ref: str, uri: str):
     """The run ``ref`` names in the store at ``uri``, which must exist (``check_store``)."""
     import mlflow
 
+    from ocrexp.tracking import store_process
+
     check_store(uri)
+    store_process.install()  # ocrexp-train and ocrexp-eval may have started one
     return find_run(mlflow.MlflowClient(uri), ref, uri)
 
 
