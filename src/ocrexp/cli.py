@@ -1,8 +1,9 @@
+# PYTHON_ARGCOMPLETE_OK
 """``ocrexp``: the project's command-line tool (data, ui, dashboard, export, reproduce, resume, predict, runs).
 
 Each subcommand lives in ``ocrexp.commands.<name>`` and exposes ``add_parser(subparsers)``
 and ``run(args) -> int``. Those modules must stay light to import: TensorFlow, MLflow and Optuna
-are imported inside ``run`` so that ``ocrexp --help`` is instant.
+are imported inside ``run`` so that ``ocrexp --help`` and tab completion (argcomplete) are instant.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import signal
 import sys
 from typing import NoReturn
 
+import argcomplete
+
+from ocrexp.commands import _complete
 from ocrexp.console import quiet_libraries, to_terminal
 from ocrexp.errors import USAGE_EXIT, OcrexpError, interrupted, print_error, raise_terminated
 
@@ -43,13 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_parser(sub)
+    _complete.attach(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (``ocrexp``): run the subcommand named in ``argv``; returns the exit status."""
     quiet_libraries()  # before a subcommand imports TensorFlow or MLflow
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argcomplete.autocomplete(parser)  # answers a shell's TAB and exits; nothing happens otherwise
+    args = parser.parse_args(argv)
     to_terminal()
     signal.signal(signal.SIGTERM, raise_terminated)  # a training command ends its MLflow run as KILLED
     try:
