@@ -86,15 +86,15 @@ def csv_rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_table_lists_newest_runs_first_with_short_ids_status_and_default_metrics(store, capsys):
+def test_table_lists_newest_runs_first_with_short_ids_state_and_default_metrics(store, capsys):
     assert ocrexp_runs(store) == 0
     header, sweep, *rows = table(capsys.readouterr().out)
-    assert header == ["run_id", "run_name", "status", "start_time", "test_accuracy", "val_accuracy",
+    assert header == ["run_id", "run_name", "state", "start_time", "test_accuracy", "val_accuracy",
                       "train_time_s", "sweep"]
     assert sweep[:2] == [store.sweep_id[:8], "optuna-cnn_optuna-1a2b3c"]
     assert [r[0] for r in rows] == [run_id[:8] for run_id in reversed(store.ids.values())]
     newest = rows[0]  # vgg16-mnist, seed 1, the sixth run
-    assert newest[1:3] == ["vgg16-mnist", "FINISHED"] and newest[5:8] == ["0.9801", "0.9781", "45"]
+    assert newest[1:3] == ["vgg16-mnist", "COMPLETE"] and newest[5:8] == ["0.9801", "0.9781", "45"]
 
 
 def test_sweep_parent_shows_best_value_and_trial_counts(store, capsys):
@@ -167,15 +167,16 @@ def test_group_by_a_param_sorted_by_a_metric_mean_and_limited_to_groups(store, c
     assert best["test_accuracy_mean"] == pytest.approx(statistics.mean([0.9930, 0.9925]))
 
 
-def test_json_has_the_table_columns_with_full_ids_and_nulls_for_missing_values(store, capsys):
+def test_json_has_the_table_columns_and_mlflow_status_with_full_ids_and_nulls_for_missing_values(store, capsys):
     assert ocrexp_runs(store, "--json", "--params", "seed") == 0
     rows = json.loads(capsys.readouterr().out)
-    assert list(rows[0]) == ["run_id", "run_name", "status", "start_time", "test_accuracy", "val_accuracy",
+    assert list(rows[0]) == ["run_id", "run_name", "state", "status", "start_time", "test_accuracy", "val_accuracy",
                              "train_time_s", "seed", "sweep"]
     sweep, newest = rows[0], rows[1]
     assert sweep["run_id"] == store.sweep_id and sweep["test_accuracy"] is None and sweep["seed"] is None
     assert newest["run_id"] == store.ids["vgg16-mnist", 1] and newest["test_accuracy"] == 0.9801
     assert newest["seed"] == "1" and newest["sweep"] is None and newest["start_time"].startswith("2025-06-15T")
+    assert (newest["state"], newest["status"]) == ("COMPLETE", "FINISHED")
 
 
 def test_diff_shows_the_params_and_metrics_that_differ_side_by_side(store, capsys):
@@ -188,6 +189,18 @@ def test_diff_shows_the_params_and_metrics_that_differ_side_by_side(store, capsy
     assert ["metric", "test_accuracy", "0.9912", "0.9925"] in rows
     assert not any(r[1] == "optimizer.lr" for r in rows)
     assert out.strip().endswith("params: 2 of 3 differ; metrics: 4 of 4 differ.")
+
+
+def test_diff_takes_unique_run_names_from_any_experiment(store, capsys):
+    assert ocrexp_runs(store, "--diff", "vgg16-mnist", "elsewhere") == 0  # "elsewhere" is in experiment other
+    a, b = capsys.readouterr().out.splitlines()[:2]
+    assert a.startswith(f"a: {store.ids['vgg16-mnist', 1][:8]}  vgg16-mnist  COMPLETE  ")
+    assert b.split()[2:4] == ["elsewhere", "RUNNING"]
+
+
+def test_group_by_state_counts_runs_by_trial_state(store, capsys):
+    assert ocrexp_runs(store, "--group-by", "state", "--metrics", "test_accuracy", "--csv") == 0
+    assert {r["state"]: r["n"] for r in csv_rows(capsys.readouterr().out)} == {"COMPLETE": "6", "RUNNING": "1"}
 
 
 def test_diff_says_so_when_two_runs_are_the_same(store, capsys):
@@ -214,8 +227,10 @@ def test_default_store_is_the_projects(store, capsys, monkeypatch):
     (["--filter", "params.seed = '1'", "--sort", "metrics.test_accuracy DOWN"],
      "--sort 'metrics.test_accuracy DOWN' is not a valid MLflow order"),
     (["--sort", "test_accuracy DOWN"], "--sort 'test_accuracy DOWN' is not KEY [ASC|DESC]"),
-    (["--diff", "0123abcd", "4567"], "no run with id '0123abcd' in sqlite:///"),
-    (["--diff", "not-an-id", "4567"], "no run with id 'not-an-id'"),
+    (["--diff", "0123abcd", "4567"], "no run has the id, id prefix or name '0123abcd' in sqlite:///"),
+    (["--diff", "not-an-id", "4567"], "no run has the id, id prefix or name 'not-an-id'"),
+    (["--diff", "cnn-mnist", "vgg16-mnist"], "run 'cnn-mnist' is ambiguous, the name of 3 runs"),
+    (["--diff", "cnn-mnist", "vgg16-mnist", "--group-by", "seed"], "--diff and --group-by do different things"),
     (["--group-by", "no_such_key"], "--group-by 'no_such_key': no matching run has a param or tag of that name"),
     (["--group-by", "metrics.test_accuracy"], "runs are grouped by a param or tag"),
 ])

@@ -3,45 +3,48 @@
     ocrexp runs                                            # the newest 20 runs of experiment ocrexp
     ocrexp runs --filter "params.model.name = 'cnn'" --sort "test_accuracy DESC" --params seed
     ocrexp runs --group-by run_name --metrics test_accuracy    # mean and std over seeds
-    ocrexp runs --diff 1a2b3c4d 5e6f7a8b                   # the params and metrics that differ
+    ocrexp runs --diff 1a2b3c4d cnn-baseline               # the params and metrics that differ
+    ocrexp runs --sweep cnn_optuna-1a2b3c4d                # one sweep's trials, best first
     ocrexp runs --json | jq .                              # the table's columns, for machines
 
-A study's parent run (an Optuna sweep) shows its best value and trial counts in the ``sweep`` column.
+``state`` is a trial's state (COMPLETE, PRUNED, FAIL, KILLED, RUNNING); a study's parent run shows
+its best value and trial counts in the ``sweep`` column, and each trial its parent's id. A run is
+named by its id, a unique id prefix (4+ characters) or a unique run name; a sweep also by its study.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import re
-import statistics
-from pathlib import Path
-from typing import Any
 
-from ocrexp.commands._table import Table, _number, _time, _write_csv, _write_json, render, render_diff
+from ocrexp.commands._table import (ENTITY, Table, _write_csv, _write_json, diff_table, group_table, is_study, is_trial,
+                                    render, render_diff, run_state, run_table, sweep_summary, trial_table)
 from ocrexp.errors import OcrexpError
-from ocrexp.sweep_protocol import BEST_METRIC, ROLE_TAG, STUDY_METRICS, STUDY_ROLE
+from ocrexp.sweep_protocol import NUMBER_TAG, PARENT_TAG, ROLE_TAG, STUDY_ROLE, STUDY_TAG
 
 DEFAULT_METRICS = "test_accuracy,val_accuracy,train_time_s"
 DEFAULT_LIMIT = 20
 NEWEST_FIRST = "attributes.start_time DESC"
 #: Run attributes MLflow can sort and filter on; a bare ``--sort`` name among them is one of these.
 ATTRIBUTES = frozenset({"run_id", "run_name", "status", "start_time", "end_time", "user_id", "artifact_uri"})
-#: How ``--sort``/``--group-by`` names may start to say what they are (MLflow's search prefixes).
-ENTITY = re.compile(r"^(metrics?|params?|parameters?|tags?|attributes?|attr|run)\.", re.IGNORECASE)
-#: Metrics an Optuna study's parent run logs after every trial (hydra_plugins.ocrexp_optuna_sweeper).
-PAGE = 1000
+PAGE = 1000  # runs per search request
+# What a study's parent run records, as the sweeper (hydra_plugins.ocrexp_optuna_sweeper) logs it:
+# the directions and metric names (comma-separated params), the search space (one param per swept
+# key), and each COMPLETE trial's value (a metric whose step is the trial number).
+DIRECTIONS_PARAM, METRIC_PARAM, SPACE_PARAM = "optuna.directions", "optuna.metric", "space."
+TRIAL_VALUE = "trial_value"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``ocrexp runs``."""
     parser = subparsers.add_parser(
-        "runs", help="list, group and compare MLflow runs",
+        "runs", help="list, group and compare MLflow runs and sweeps",
         description="A table of MLflow runs (newest first), grouped with mean and std,\n"
-                    "or two runs compared key by key.", epilog=__doc__.split("\n\n")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "two runs compared key by key, or one sweep's trials best first.",
+        epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", metavar="NAME", default=None,
-                        help="experiment to read (default: tracking.experiment_name, ocrexp)")
+                        help="experiment to list (default: tracking.experiment_name, ocrexp); --diff and "
+                             "--sweep find their runs in any experiment")
     parser.add_argument("--tracking-uri", default=None,
                         help="store to read (default: $MLFLOW_TRACKING_URI or the project's)")
     parser.add_argument("--filter", metavar="EXPR", default="",
@@ -52,47 +55,60 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "(default: newest first)")
     parser.add_argument("--metrics", metavar="A,B", default=DEFAULT_METRICS,
                         help=f"metric columns (default {DEFAULT_METRICS})")
-    parser.add_argument("--params", metavar="A,B", default="", help="param columns, e.g. seed,optimizer.lr")
-    parser.add_argument("--limit", type=_non_negative, default=DEFAULT_LIMIT, metavar="N",
-                        help=f"rows to show, runs or groups (default {DEFAULT_LIMIT}; 0: all)")
+    parser.add_argument("--params", metavar="A,B", default="",
+                        help="param columns, e.g. seed,optimizer.lr (default with --sweep: the swept params)")
+    parser.add_argument("--limit", type=_non_negative, default=None, metavar="N",
+                        help=f"rows to show, runs or groups (default {DEFAULT_LIMIT}, every trial with --sweep; "
+                             "0: all)")
     parser.add_argument("--group-by", metavar="KEY", default=None,
-                        help="run_name, a param or a tag: one row per value with n, <metric>_mean and "
+                        help="run_name, state, a param or a tag: one row per value with n, <metric>_mean and "
                              "<metric>_std (sample std) over every matching run")
     parser.add_argument("--diff", nargs=2, metavar=("RUN_A", "RUN_B"), default=None,
-                        help="the params and metrics that differ between two runs (ids or unique prefixes)")
+                        help="the params and metrics that differ between two runs (ids, unique id prefixes "
+                             "or unique run names, in any experiment)")
+    parser.add_argument("--sweep", metavar="REF", default=None,
+                        help="one sweep's trials, best first, with each one's value, the epoch a pruned one "
+                             "stopped at and the best marked; REF: the study's name or its parent run")
     machine = parser.add_mutually_exclusive_group()
-    machine.add_argument("--csv", action="store_true", help="CSV with the table's columns (full ids and values)")
-    machine.add_argument("--json", action="store_true", help="a JSON array of rows with the table's columns")
+    machine.add_argument("--csv", action="store_true",
+                         help="CSV with the table's columns and MLflow's status (full ids and values)")
+    machine.add_argument("--json", action="store_true",
+                         help="a JSON array of rows with the table's columns and MLflow's status")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the table, the groups or the diff the arguments ask for."""
+    """Print the table, the groups, the diff or the sweep the arguments ask for."""
     import mlflow
 
     from ocrexp.config import TrackingConf
-    from ocrexp.tracking import liveness
+    from ocrexp.tracking import refs
     from ocrexp.tracking.store import tracking_uri
 
+    _check_combination(args)
     uri = args.tracking_uri or tracking_uri()
-    _check_store_exists(uri)
+    refs.check_store(uri)
     client = mlflow.MlflowClient(uri)
-    experiment = args.experiment or TrackingConf.experiment_name
-    experiment_id = _experiment_id(client, experiment, uri)
-    liveness.close_dead_runs(client, [experiment_id])  # so that no dead run shows as RUNNING
     metrics, params = _names(args.metrics), _names(args.params)
-    if args.diff:
-        a, b = (_find_run(client, experiment_id, ref, uri) for ref in args.diff)
+    if args.sweep:
+        table, text = sweep_listing(client, args.sweep, uri, metrics, params, args.filter, args.limit)
+    elif args.diff:
+        a, b = _closing_dead(client, [refs.find_run(client, ref, uri) for ref in args.diff])
         table = diff_table(a, b)
         text = render_diff(table, a, b)
     else:
+        from ocrexp.tracking import liveness
+
+        experiment = args.experiment or TrackingConf.experiment_name
+        experiment_id = _experiment_id(client, experiment, uri)
+        liveness.close_dead_runs(client, [experiment_id])  # so that no dead run shows as RUNNING
         order = _order_by(args.sort, params)
+        limit = DEFAULT_LIMIT if args.limit is None else args.limit
         # Groups need all their runs for honest statistics; --limit then counts groups.
-        limit = None if args.group_by or args.limit == 0 else args.limit
-        runs = _search(client, experiment_id, args.filter, order, limit, uri)
+        runs = _search(client, experiment_id, args.filter, order, None if args.group_by or limit == 0 else limit, uri)
         if args.group_by:
             table = group_table(runs, args.group_by, metrics, params, _metric_sorted(order[0], metrics))
-            table.rows = table.rows[:args.limit or None]
+            table.rows = table.rows[:limit or None]
         else:
             table = run_table(runs, metrics, params)
         nothing = f"no runs in experiment {experiment!r}" + (" match --filter" if args.filter else "")
@@ -106,102 +122,93 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- tables ------------------------------------------------------------------------------------
-def run_table(runs: list, metrics: list[str], params: list[str]) -> Table:
-    """One row per run; a ``sweep`` column when any run is an Optuna study's parent."""
-
-    sweeps = any(r.data.tags.get(ROLE_TAG) == STUDY_ROLE for r in runs)
-    columns = ["run_id", "run_name", "status", "start_time", *metrics, *params]
-    table = Table(columns + ["sweep"] if sweeps else columns)
-    for r in runs:
-        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
-               "start_time": _time(r.info.start_time)}
-        row.update({m: r.data.metrics.get(m) for m in metrics})
-        row.update({p: r.data.params.get(p) for p in params})
-        if sweeps:
-            row["sweep"] = _sweep_summary(r.data.metrics) if r.data.tags.get(ROLE_TAG) == STUDY_ROLE else None
-        table.rows.append(row)
-    return table
+def _check_combination(args: argparse.Namespace) -> None:
+    modes = [name for name, given in (("--diff", args.diff), ("--group-by", args.group_by), ("--sweep", args.sweep))
+             if given]
+    if len(modes) > 1:
+        raise OcrexpError(f"{' and '.join(modes)} do different things; give one of them.")
+    if args.sweep and args.sort:
+        raise OcrexpError("--sweep lists the trials best first; leave out --sort.")
 
 
-def group_table(runs: list, key: str, metrics: list[str], params: list[str],
-                sort_metric: tuple[str, bool] | None = None) -> Table:
-    """One row per value of ``key``: ``n``, each metric's mean and sample std, each param's values.
-
-    Groups keep the order of their first run, or follow a metric's mean when ``sort_metric``
-    (name, descending) is given.
-    """
-    value_of = _group_key(runs, key)
-    groups: dict[Any, list] = {}
-    for r in runs:
-        groups.setdefault(value_of(r), []).append(r)
-    table = Table([key, "n", *(f"{m}_{s}" for m in metrics for s in ("mean", "std")), *params])
-    for value, members in groups.items():
-        row: dict[str, Any] = {key: value, "n": len(members)}
-        for m in metrics:
-            values = [r.data.metrics[m] for r in members if m in r.data.metrics]
-            row[f"{m}_mean"] = statistics.fmean(values) if values else None
-            row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else None
-        for p in params:  # the param's values in the group: one when it is what defines the group
-            row[p] = ",".join(sorted({r.data.params[p] for r in members if p in r.data.params})) or None
-        table.rows.append(row)
-    if sort_metric:
-        name, descending = sort_metric
-        present = [row for row in table.rows if row[f"{name}_mean"] is not None]
-        present.sort(key=lambda row: row[f"{name}_mean"], reverse=descending)
-        table.rows = present + [row for row in table.rows if row[f"{name}_mean"] is None]
-    return table
-
-
-def diff_table(a, b) -> Table:
-    """The params, then the metrics, whose values differ between runs ``a`` and ``b``."""
-    table = Table(["kind", "key", a.info.run_id, b.info.run_id])
-    for kind, left, right in (("param", a.data.params, b.data.params), ("metric", a.data.metrics, b.data.metrics)):
-        for name in sorted(left.keys() | right.keys()):
-            x, y = left.get(name), right.get(name)
-            if x != y and not (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)):
-                table.rows.append({"kind": kind, "key": name, a.info.run_id: x, b.info.run_id: y})
-    return table
+# -- one sweep -----------------------------------------------------------------------------------
+def sweep_listing(client, ref: str, uri: str, metrics: list[str], params: list[str], filter_string: str = "",
+                  limit: int | None = None) -> tuple[Table, str]:
+    """The trials of the sweep ``ref`` names, best first, and the text that prints them under a line
+    about the study; ``params`` default to the swept ones."""
+    (parent,) = _closing_dead(client, [find_sweep(client, ref, uri)])
+    logged = parent.data.params
+    directions = [d for d in logged.get(DIRECTIONS_PARAM, "").split(",") if d]
+    objectives = [m for m in logged.get(METRIC_PARAM, "").split(",") if m]
+    maximize = directions[0] == "maximize" if len(directions) == 1 else None
+    params = params or sorted(k[len(SPACE_PARAM):] for k in logged if k.startswith(SPACE_PARAM))
+    trials = _search(client, parent.info.experiment_id, filter_string, ["attributes.start_time ASC"], None, uri,
+                     scope=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    history = _mlflow_call(lambda: client.get_metric_history(parent.info.run_id, TRIAL_VALUE), uri)
+    values = {m.step: m.value for m in history}
+    pruned_at = {r.info.run_id: _last_epoch(client, r.info.run_id, objectives[:1], uri)
+                 for r in trials if run_state(r) == "PRUNED"}
+    table = trial_table(trials, values, maximize, pruned_at, metrics, params)
+    table.rows = table.rows[:limit or None]
+    study = parent.data.tags.get(STUDY_TAG, parent.info.run_name)
+    heading = (f"study {study} (run {parent.info.run_id[:8]}, {run_state(parent)}): "
+               f"{'/'.join(directions) or 'optimize'} {','.join(objectives) or 'value'}; "
+               f"{sweep_summary(parent.data.metrics)}")
+    if not table.rows:
+        return table, f"{heading}\nno trial runs" + (" match --filter" if filter_string else " yet")
+    return table, f"{heading}\n\n{render(table)}"
 
 
-def _group_key(runs: list, key: str):
-    """A function giving a run's value of ``key``: run_name/status, ``params.X``, ``tags.X`` or a bare param or tag."""
-    entity, _, name = key.partition(".") if ENTITY.match(key) else ("", "", key)
-    entity = entity.lower().rstrip("s")
-    if entity in ("attribute", "attr", "run") or (not entity and name in ("run_name", "status")):
-        if name not in ("run_name", "status"):
-            raise OcrexpError(f"--group-by {key!r}: runs can be grouped by run_name or status among their "
-                              "attributes, or by a param or tag.")
-        return lambda r: getattr(r.info, name)
-    if not entity:  # a bare name: a param if any run has it, else a tag
-        if any(name in r.data.params for r in runs):
-            entity = "param"
-        elif any(name in r.data.tags for r in runs) or not runs:
-            entity = "tag"
-        else:
-            raise OcrexpError(f"--group-by {key!r}: no matching run has a param or tag of that name; "
-                              "group by run_name, a param (e.g. seed) or a tag (e.g. tags.optuna.study).")
-    if entity in ("param", "parameter"):
-        return lambda r: r.data.params.get(name)
-    if entity == "tag":
-        return lambda r: r.data.tags.get(name)
-    raise OcrexpError(f"--group-by {key!r}: runs are grouped by a param or tag (a metric is what gets averaged).")
+def find_sweep(client, ref: str, uri: str):
+    """The parent run of the sweep that ``ref`` names: its study's name, or the run itself as any
+    run is named (``ocrexp.tracking.refs``)."""
+    from ocrexp.tracking import refs
+
+    by_study = []
+    if "'" not in ref:
+        experiment_ids = _mlflow_call(lambda: [e.experiment_id for e in client.search_experiments()], uri)
+        by_study = _mlflow_call(lambda: client.search_runs(
+            experiment_ids, f"tags.`{ROLE_TAG}` = '{STUDY_ROLE}' AND tags.`{STUDY_TAG}` = '{ref.strip()}'",
+            max_results=refs.SHOWN + 1), uri) if experiment_ids else []
+    if len(by_study) > 1:
+        listed = "; ".join(refs.describe(r) for r in by_study[:refs.SHOWN])
+        raise OcrexpError(f"study {ref!r} has parent runs in several experiments: {listed}; give the run's id.")
+    if by_study:
+        return by_study[0]
+    try:
+        run = refs.find_run(client, ref, uri)
+    except refs.RunNotFound as exc:
+        text = str(exc)
+        raise OcrexpError(f"--sweep {ref!r}: no study has that name, and {text[0].lower()}{text[1:]}") from None
+    if is_study(run):
+        return run
+    if is_trial(run):
+        parent = run.data.tags.get(PARENT_TAG, "")
+        raise OcrexpError(f"run {run.info.run_id[:8]} ({run.info.run_name}) is trial {run.data.tags[NUMBER_TAG]} of "
+                          f"study {run.data.tags.get(STUDY_TAG)!r}: give --sweep {parent[:8] or 'the study name'}.")
+    raise OcrexpError(f"run {run.info.run_id[:8]} ({run.info.run_name}) is not a sweep's parent run; `ocrexp runs` "
+                      "shows each parent run with its best value in the sweep column.")
 
 
-def _sweep_summary(metrics: dict[str, float]) -> str:
-    counts = ", ".join(f"{metrics[name]:.0f} {state}" for name, state in STUDY_METRICS.items() if name in metrics)
-    best = f"best {_number(metrics[BEST_METRIC])}" if BEST_METRIC in metrics else "no result yet"
-    return f"{best}, {counts}" if counts else best
+def _last_epoch(client, run_id: str, objectives: list[str], uri: str) -> int | None:
+    """The last epoch a run logged: the highest step of its objective's history, else of its loss'."""
+    for name in [*objectives, "loss"]:
+        steps = [m.step for m in _mlflow_call(lambda: client.get_metric_history(run_id, name), uri)]
+        if steps:
+            return max(steps)
+    return None
+
+
+def _closing_dead(client, runs: list) -> list:
+    """``runs`` as they are once the dead runs of their experiments are closed (so that no dead run
+    shows as RUNNING)."""
+    from ocrexp.tracking import liveness
+
+    closed = set(liveness.close_dead_runs(client, sorted({r.info.experiment_id for r in runs})))
+    return [client.get_run(r.info.run_id) if r.info.run_id in closed else r for r in runs]
 
 
 # -- finding runs ------------------------------------------------------------------------------
-def _check_store_exists(uri: str) -> None:
-    # MLflow would create an empty database: say where the runs were expected instead.
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise OcrexpError(f"there is no MLflow store at {uri[len('sqlite:///'):]} yet: train a model first "
-                          "(ocrexp-train) or point --tracking-uri at the store that holds your runs.")
-
-
 def _experiment_id(client, name: str, uri: str) -> str:
     experiment = _mlflow_call(lambda: client.get_experiment_by_name(name), uri)
     if experiment is None:
@@ -211,21 +218,24 @@ def _experiment_id(client, name: str, uri: str) -> str:
     return experiment.experiment_id
 
 
-def _search(client, experiment_id: str, filter_string: str, order_by: list[str], limit: int | None, uri: str) -> list:
-    """Runs matching the filter in order, up to ``limit`` (None: all), page by page."""
+def _search(client, experiment_id: str, filter_string: str, order_by: list[str], limit: int | None, uri: str,
+            scope: str = "") -> list:
+    """Runs matching the filter (and ``scope``, a clause of ours) in order, up to ``limit`` (None: all),
+    page by page."""
     from mlflow.exceptions import MlflowException
 
+    query = " and ".join(c for c in (scope, filter_string) if c)
     runs: list = []
     token = None
     while limit is None or len(runs) < limit:
         size = PAGE if limit is None else min(PAGE, limit - len(runs))
         try:
-            page = client.search_runs([experiment_id], filter_string=filter_string, order_by=order_by,
+            page = client.search_runs([experiment_id], filter_string=query, order_by=order_by,
                                       max_results=size, page_token=token)
         except MlflowException as exc:
             if exc.error_code != "INVALID_PARAMETER_VALUE":
                 raise OcrexpError(f"cannot read runs from {uri} ({_first_line(exc)}).") from None
-            raise _bad_query(client, experiment_id, filter_string, order_by, exc) from None
+            raise _bad_query(client, experiment_id, query, filter_string, order_by, exc) from None
         runs.extend(page)
         token = page.token
         if not token:
@@ -233,12 +243,12 @@ def _search(client, experiment_id: str, filter_string: str, order_by: list[str],
     return runs
 
 
-def _bad_query(client, experiment_id: str, filter_string: str, order_by: list[str], exc) -> OcrexpError:
+def _bad_query(client, experiment_id: str, query: str, filter_string: str, order_by: list[str], exc) -> OcrexpError:
     """Whether the --filter or the --sort was wrong, as one sentence."""
     from mlflow.exceptions import MlflowException
 
     try:
-        client.search_runs([experiment_id], filter_string=filter_string, max_results=1)
+        client.search_runs([experiment_id], filter_string=query, max_results=1)
         filter_ok = True
     except MlflowException:
         filter_ok = False
@@ -247,27 +257,6 @@ def _bad_query(client, experiment_id: str, filter_string: str, order_by: list[st
                            "KEY [ASC|DESC], e.g. --sort 'metrics.test_accuracy DESC'.")
     return OcrexpError(f"--filter {filter_string!r} is not valid MLflow search syntax ({_first_line(exc)}); "
                        "write e.g. --filter \"params.seed = '1' and metrics.test_accuracy > 0.99\".")
-
-
-def _find_run(client, experiment_id: str, ref: str, uri: str):
-    """The run with id ``ref``, or the one run of the experiment whose id starts with ``ref``."""
-    from mlflow.exceptions import MlflowException
-
-    ref = ref.strip().lower()
-    if re.fullmatch(r"[0-9a-f]{32}", ref):
-        try:
-            return client.get_run(ref)
-        except MlflowException:
-            pass
-    elif re.fullmatch(r"[0-9a-f]+", ref):
-        found = _mlflow_call(lambda: client.search_runs([experiment_id], f"attributes.run_id LIKE '{ref}%'",
-                                                        max_results=2), uri)
-        if len(found) == 2:
-            raise OcrexpError(f"run id {ref!r} is the start of several runs' ids; give more of it.")
-        if found:
-            return found[0]
-    raise OcrexpError(f"no run with id {ref!r} in {uri}; copy a run id from `ocrexp runs` "
-                      "(an id prefix is looked up in --experiment only).")
 
 
 def _mlflow_call(call, uri: str):
