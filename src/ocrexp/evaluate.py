@@ -18,10 +18,10 @@ import sys
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ocrexp import config, console
-from ocrexp.errors import OcrexpError, exit_with_error, interrupted, raise_terminated
+from ocrexp.errors import ConfigError, OcrexpError, exit_with_error, interrupted, raise_terminated
 from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
 
@@ -37,6 +37,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from ocrexp.tracking import make_tracker, start_store_server, tracking_uri
     from ocrexp.tracking.refs import resolve_model_uri
 
+    if OmegaConf.is_missing(cfg, "model_uri"):
+        raise ConfigError("ocrexp-eval needs the model to evaluate: add model_uri=runs:/<run>/model (a run's id, "
+                          "id prefix or name, as `ocrexp runs` shows), models:/<name>/<version> or a .keras file.")
     start_store_server(cfg)  # before TensorFlow and MLflow load
     # A prefix or run name may name another run tomorrow: the run records the full id.
     cfg.model_uri = resolve_model_uri(str(cfg.model_uri), tracking_uri(cfg.tracking))
