@@ -251,3 +251,9 @@ def test_every_module_imports(module):
     import importlib
 
     importlib.import_module(module)
+
+
+def test_the_readme_stays_a_users_document_of_at_most_400_lines():
+    """Reasoning goes to docs/, dated numbers to benchmarks/results/, history to git (issue 24)."""
+    lines = (SRC.parent / "README.md").read_text().splitlines()
+    assert len(lines) <= 400, f"README.md has {len(lines)} lines: move reasoning to docs/ and keep it at 400"
