@@ -1,5 +1,6 @@
 # PYTHON_ARGCOMPLETE_OK
-"""``ocrexp``: the project's command-line tool (data, ui, dashboard, export, reproduce, resume, predict, runs).
+"""``ocrexp``: the project's command-line tool (data, ui, dashboard, export, reproduce, resume, predict, runs,
+ensemble).
 
 Each subcommand lives in ``ocrexp.commands.<name>`` and exposes ``add_parser(subparsers)``
 and ``run(args) -> int``. Those modules must stay light to import: TensorFlow, MLflow and Optuna
@@ -20,7 +21,7 @@ from ocrexp.commands import _complete
 from ocrexp.console import quiet_libraries, to_terminal
 from ocrexp.errors import USAGE_EXIT, OcrexpError, interrupted, print_error, raise_terminated
 
-COMMANDS = ("data", "ui", "dashboard", "export", "reproduce", "resume", "predict", "runs")
+COMMANDS = ("data", "ui", "dashboard", "export", "reproduce", "resume", "predict", "runs", "ensemble")
 TRAINING = ("reproduce", "resume")  # their Ctrl-C or SIGTERM ends a run as KILLED
 
 
