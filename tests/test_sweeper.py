@@ -25,7 +25,8 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.ocrexp_optuna_sweeper import _search_space
 from hydra_plugins.ocrexp_optuna_sweeper._errors import SweeperError
-from hydra_plugins.ocrexp_optuna_sweeper._study import check_pruner, make_sampler
+from hydra_plugins.ocrexp_optuna_sweeper._sampler import make_sampler
+from hydra_plugins.ocrexp_optuna_sweeper._study import check_pruner
 from ocrexp.config import compose
 from ocrexp.pruning import make_pruner
 from tests.system_packages import require
@@ -123,7 +124,7 @@ def test_a_removed_sampler_names_what_to_use_instead(app, tmp_path):
     assert "hydra.sweeper.sampler='rung_tpe' was removed from ocrexp" in out and "Traceback" not in out, out
 
 
-@pytest.mark.parametrize("name", ["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsgaii"])
+@pytest.mark.parametrize("name", ["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsgaii", "motpe"])
 def test_every_sampler_is_seeded_so_a_sweep_repeats(name):
     needs = {"cmaes": "cmaes", "gp": "torch"}.get(name)
     if needs and importlib.util.find_spec(needs) is None:
@@ -312,7 +313,7 @@ def test_two_objectives_give_a_pareto_front(app, tmp_path):
     study = load_study(tmp_path)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and len(by_state(study)["COMPLETE"]) == 5
     (results_file,) = tmp_path.glob("multirun/*/optimization_results.yaml")
-    front = yaml.safe_load(results_file.read_text())["best_trials"]
+    front = yaml.safe_load(results_file.read_text())["solutions"]
     assert sorted(t["number"] for t in front) == sorted(t.number for t in study.best_trials)
     assert "on the Pareto front" in out
     with pytest.raises(SweeperError, match="cannot prune a study with 2 objectives"):

@@ -23,11 +23,12 @@ from ocrexp.config import plain
 from ocrexp.errors import Terminated
 from ocrexp.sweep_protocol import FAIL_KIND, FAIL_REASON, TrialJob, redact
 
-from . import _search_space, _study
+from . import _sampler, _search_space, _study
+from ._custom_space import CustomSpace
 from ._errors import SweeperError
 from ._loop import Outcome, TrialLoop, format_values
 from ._resume import Ownership
-from .config import OcrexpOptunaSweeperConf
+from .config import OFFICIAL_SWEEPER, OcrexpOptunaSweeperConf
 
 log = logging.getLogger(__name__)
 JOBS_GRACE_S = 30.0  # how long an interrupted sweep waits for its jobs to end their runs as KILLED
@@ -55,10 +56,10 @@ class OptunaSweeperImpl:
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
         self.hydra_context = hydra_context
-        # Hydra instantiated any {_target_: ...} sampler or pruner while building this sweeper; the
-        # plain specs are what jobs need to rebuild the pruner, so read them from the config.
-        for key in ("sampler", "pruner"):
-            setattr(self.opts, key, plain(config.hydra.sweeper.get(key, getattr(self.opts, key))))
+        if config.hydra.sweeper.get("_target_") == OFFICIAL_SWEEPER:
+            log.warning("hydra.sweeper._target_ names the official hydra-optuna-sweeper's class, left from before the "
+                        "switch to ocrexp_optuna, which runs this sweep: delete that line")
+        self.sampler_choice = config.hydra.runtime.get("choices", {}).get("hydra/sweeper/sampler")
         launcher_target = str(config.hydra.launcher.get("_target_", ""))
         if self.n_jobs > 1 and launcher_target.endswith("BasicLauncher"):
             log.warning("hydra.sweeper.n_jobs=%d needs a process launcher (hydra/launcher=joblib or submitit): "
@@ -85,12 +86,17 @@ class OptunaSweeperImpl:
     # -- the sweep -------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> None:
         """Run trials until the study has ``n_trials`` results; resume it if it exists."""
-        space = _search_space.build(self.opts.params, list(arguments))
-        if not space.distributions:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines replace Optuna's
+        space = _search_space.build(self._params(), list(arguments))
+        space.custom = self.opts.custom_search_space
+        if not (space.distributions or space.custom):
             raise SweeperError("nothing to search: give hydra.sweeper.params (or the command line) at least one "
                                "choice(...), range(...) or interval(...).")
         self.directions = _study.directions_of(self.opts.direction, self.opts.directions)
         self.metric_names = self._metric_names(self.directions)
+        self.custom = CustomSpace(space.custom, self.config, space) if space.custom else None
         self._check_composes(space)
         self.ownership = ownership = self._open_study(space)
         self.parent = self._open_parent_run(space)
@@ -98,8 +104,8 @@ class OptunaSweeperImpl:
         loop = TrialLoop(study=self.study, ownership=ownership, space=space, launch=self._launch, env=self._env,
                          before_tell=self._before_tell, after_tell=self._after_tell, n_trials=self.n_trials,
                          n_jobs=self.n_jobs, n_values=len(self.directions), max_failures=self.max_failures,
-                         timeout=self.opts.timeout, requeue=self.opts.requeue_orphans,
-                         on_interrupt=_pass_on, grace_s=JOBS_GRACE_S)
+                         timeout=self.opts.timeout, requeue=self.opts.requeue_orphans, on_interrupt=_pass_on,
+                         extend=self.custom.apply if self.custom else None, grace_s=JOBS_GRACE_S)
         status = "FINISHED"
         try:
             loop.run()
@@ -120,6 +126,20 @@ class OptunaSweeperImpl:
         if loop.stop_reason == "timeout":
             log.info("Stopped: %s; run the same command again to continue the study", loop.stop_message)
 
+    def _params(self) -> dict[str, Any]:
+        """``params``, or the official sweeper's older ``search_space`` block read as params."""
+        params, older = self.opts.params or {}, self.opts.search_space
+        if not older:
+            return params
+        if params:
+            log.warning("hydra.sweeper.params and hydra.sweeper.search_space are both set: the sweep searches params "
+                        "and ignores search_space")
+            return params
+        params = _search_space.from_older_form(older)
+        as_yaml = ", ".join(f"{k}: '{v}'" for k, v in params.items())
+        log.warning("hydra.sweeper.search_space is the older form of params; as params it reads: params: {%s}", as_yaml)
+        return params
+
     def _open_study(self, space: _search_space.SearchSpace) -> Ownership:
         """Name, open (or resume) and seed the study; fail what a dead sweep left running."""
         import optuna
@@ -130,15 +150,15 @@ class OptunaSweeperImpl:
         self.study_name = opts.study_name or _study.default_study_name(prefix, space, directions)
         self.url = _study.storage_url(opts.storage, self.study_name, paths.project_root())
         self.pruner = _study.check_pruner(opts.pruner, directions)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines replace Optuna's
+        self.sampler_spec = spec = _sampler.sampler_spec(opts.sampler, self.sampler_choice)
         self.study, storage = _study.open_study(self.study_name, self.url, self.pruner, opts.pruner, directions)
         ownership = Ownership(storage, opts.heartbeat_interval)
         ownership.reap(self.study, self.study.get_trials(deepcopy=False), opts.requeue_orphans)
         trials = self.study.get_trials(deepcopy=False)
         shared = _study.is_server_url(self.url) or any(
             t.state == TrialState.RUNNING and ownership.orphan_reason(t) is None for t in trials)
-        seed = _study.effective_seed(opts.seed, len(trials), shared)
-        self.sampler = self.study.sampler = _study.make_sampler(opts.sampler, seed, space)
+        seed = _study.effective_seed(opts.seed if spec.get("seed") is None else spec["seed"], len(trials), shared)
+        self.sampler = self.study.sampler = _sampler.make_sampler({**spec, "seed": seed}, None, space)
         self.n_trials = opts.n_trials
         if type(self.sampler).__name__ == "GridSampler":
             size = math.prod(len(v) for v in _search_space.grid_values(space).values())
@@ -184,11 +204,13 @@ class OptunaSweeperImpl:
 
     def _check_composes(self, space: _search_space.SearchSpace) -> None:
         """Compose one trial's config here, so a key that does not exist fails once, not per trial."""
-        sample = {}
+        sample, dists = {}, {}
         for name, dist in space.distributions.items():
             sample[name] = dist.choices[0] if hasattr(dist, "choices") else dist.low
+        if self.custom is not None:
+            sample, dists = self.custom.dry_run(space, self.directions, sample)
         try:
-            self.hydra_context.config_loader.load_sweep_config(self.config, space.overrides(sample))
+            self.hydra_context.config_loader.load_sweep_config(self.config, space.overrides(sample, dists))
         except Exception as exc:
             text = f"{exc}\n{exc.__cause__ or ''}"
             lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()] or [type(exc).__name__]
@@ -207,7 +229,7 @@ class OptunaSweeperImpl:
         params.update({"optuna.sampler": type(self.sampler).__name__, "optuna.pruner": type(self.pruner).__name__,
                        "optuna.directions": ",".join(self.directions), "optuna.storage": redact(self.url),
                        "optuna.metric": ",".join(self.metric_names)})
-        tags = {"optuna.n_trials": self.n_trials, "optuna.sampler_config": plain(self.opts.sampler),
+        tags = {"optuna.n_trials": self.n_trials, "optuna.sampler_config": self.sampler_spec,
                 "optuna.pruner_config": plain(self.opts.pruner), "optuna.seed": self.opts.seed}
         parent.start(params, tags)
         log.info("%s %s", "Reopened" if parent.resumed else "Created", parent.url_hint)
@@ -273,8 +295,8 @@ class OptunaSweeperImpl:
             except ValueError:
                 results.update(best_value=None, best_params={})
         else:
-            results["best_trials"] = [{"number": t.number, "values": list(t.values), "params": dict(t.params)}
-                                      for t in study.best_trials]
+            results["solutions"] = [{"number": t.number, "values": list(t.values), "params": dict(t.params)}
+                                    for t in study.best_trials]
         if self.parent is not None:
             results["mlflow_parent_run_id"] = self.parent.run_id
             results["mlflow_tracking_uri"] = self.parent.uri

@@ -65,7 +65,8 @@ class TrialLoop:
 
     ``launch(overrides, job_idx)`` runs one job and returns its ``JobReturn``; ``env(trial)`` gives
     the per-job environment; ``before_tell(trial, outcome)`` may add user attributes; and
-    ``after_tell(frozen_trial, outcome, counts)`` reports progress. On Ctrl-C (or SIGTERM raised as
+    ``after_tell(frozen_trial, outcome, counts)`` reports progress; ``extend(trial)``, when given,
+    suggests more parameters before the trial is launched (``custom_search_space``). On Ctrl-C (or SIGTERM raised as
     one) ``on_interrupt(exc)`` may pass it on to the jobs, which get up to ``grace_s`` to end.
     """
 
@@ -74,12 +75,12 @@ class TrialLoop:
                  before_tell: Callable[[Any, Outcome], None], after_tell: Callable[[Any, Outcome, Counts], None],
                  n_trials: int, n_jobs: int, n_values: int, max_failures: int, timeout: float | None,
                  requeue: bool, on_interrupt: Callable[[KeyboardInterrupt], None] = lambda exc: None,
-                 grace_s: float = 30.0, poll: float = 1.0):
+                 extend: Callable[[Any], None] | None = None, grace_s: float = 30.0, poll: float = 1.0):
         self.study, self.ownership, self.space = study, ownership, space
         self.launch, self.env, self.before_tell, self.after_tell = launch, env, before_tell, after_tell
         self.n_trials, self.n_jobs, self.n_values = n_trials, n_jobs, n_values
         self.max_failures, self.timeout, self.requeue, self.poll = max_failures, timeout, requeue, poll
-        self.on_interrupt, self.grace_s = on_interrupt, grace_s
+        self.on_interrupt, self.extend, self.grace_s = on_interrupt, extend, grace_s
         self.stop_reason: str | None = None  # "timeout", "failures" or "interrupted"
         self.stop_message: str | None = None
         self.interrupted: list[int] = []  # the trials an interruption failed (and queued again)
@@ -189,7 +190,7 @@ class TrialLoop:
     def overrides(self, trial: Any) -> list[str]:
         """The job's overrides: fixed values, sampled values, and its environment via env_set."""
         env = [f"++hydra.job.env_set.{k}={quote(str(v))}" for k, v in self.env(trial).items()]
-        return [*self.space.overrides(trial.params), *env]
+        return [*self.space.overrides(trial.params, trial.distributions), *env]
 
     def _fail_interrupted(self, trial: Any) -> None:
         with self._lock:
@@ -204,14 +205,21 @@ class TrialLoop:
 
         start = time.monotonic()
         try:
-            ret = self.launch(self.overrides(trial), trial.number)
-            outcome = outcome_of(ret, self.n_values)
-        except Exception as exc:  # the launcher itself failed (e.g. its worker process died)
-            outcome = Outcome("FAIL", reason=f"the launcher failed: {type(exc).__name__}: {exc}")
+            if self.extend is not None:
+                with self._lock:  # it asks the sampler, as study.ask does
+                    self.extend(trial)
+        except Exception as exc:
+            outcome = Outcome("FAIL", reason=f"custom_search_space failed: {type(exc).__name__}: {exc}")
         else:
-            if isinstance(job_failure(ret), JobInterrupted):  # as on Ctrl-C in the sweep
-                self._fail_interrupted(trial)
-                return
+            try:
+                ret = self.launch(self.overrides(trial), trial.number)
+                outcome = outcome_of(ret, self.n_values)
+            except Exception as exc:  # the launcher itself failed (e.g. its worker process died)
+                outcome = Outcome("FAIL", reason=f"the launcher failed: {type(exc).__name__}: {exc}")
+            else:
+                if isinstance(job_failure(ret), JobInterrupted):  # as on Ctrl-C in the sweep
+                    self._fail_interrupted(trial)
+                    return
         outcome.seconds = time.monotonic() - start
         try:
             self.before_tell(trial, outcome)

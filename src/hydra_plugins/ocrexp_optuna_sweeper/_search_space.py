@@ -15,7 +15,9 @@ anything else (``3``, ``cnn``, ``[1,2]``)         a fixed value passed to every 
 
 Unlike Hydra's basic sweeper, where ``range`` stops before ``high``, ``high`` is a candidate when it
 lies on the step grid (``range(32, 128, 32)`` is 32, 64, 96, 128); otherwise the grid ends below it.
-The dict form ``{type: float|int|categorical, low:, high:, step:, log:, choices:}`` says the same.
+The dict form ``{type: float|int|categorical, low:, high:, step:, log:, choices:}`` says the same; the
+official sweeper's older ``search_space`` block, made of such dicts, is read as ``params``
+(``from_older_form``).
 """
 
 from __future__ import annotations
@@ -45,16 +47,34 @@ class SearchSpace:
     distributions: dict[str, Any] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     fixed: list[str] = field(default_factory=list)
+    custom: str | None = None  # the dotted path of hydra.sweeper.custom_search_space
 
-    def overrides(self, params: Mapping[str, Any]) -> list[str]:
-        """The override strings for one trial: fixed values first, then the sampled ones."""
-        sampled = [f"{self.keys.get(name, name)}={format_value(value, self.distributions.get(name))}"
+    def overrides(self, params: Mapping[str, Any], distributions: Mapping[str, Any] | None = None) -> list[str]:
+        """The override strings for one trial: fixed values first, then the sampled ones (a
+        parameter that ``custom`` suggested is its own override key; ``distributions`` has its own)."""
+        dists = {**(distributions or {}), **self.distributions}
+        sampled = [f"{self.keys.get(name, name)}={format_value(value, dists.get(name))}"
                    for name, value in params.items()]
         return [*self.fixed, *sampled]
 
+    def fixed_values(self) -> dict[str, str]:
+        """``{key: value}`` of the fixed overrides (``""`` for a deletion such as ``~key``)."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parser = OverridesParser.create()
+        out = {}
+        for line in self.fixed:
+            override = parser.parse_override(line)
+            out[_name(override.get_key_element())] = override.get_value_element_as_str() if "=" in line else ""
+        return out
+
     def describe(self) -> dict[str, str]:
-        """``{param: readable distribution}``, e.g. ``"int in [32, 128] step 32"``."""
-        return {name: describe(dist) for name, dist in self.distributions.items()}
+        """``{param: readable distribution}``, e.g. ``"int in [32, 128] step 32"``, and the
+        ``custom_search_space`` function when there is one."""
+        out = {name: describe(dist) for name, dist in self.distributions.items()}
+        if self.custom:
+            out["custom_search_space"] = self.custom
+        return out
 
     def fingerprint(self, directions: list[str]) -> str:
         """A short hash of the space, the fixed overrides and the directions (default study names)."""
@@ -160,11 +180,11 @@ def _on_grid(start: float, stop: float, step: float) -> float:
     return float(d_start + k * d_step)
 
 
-def from_dict(key: str, spec: Mapping[str, Any]):
+def from_dict(key: str, spec: Mapping[str, Any], where: str | None = None):
     """The dict form: ``{type: float|int|categorical, low, high, step, log, choices}``."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    where = f"hydra.sweeper.params.{key}"
+    where = where or f"hydra.sweeper.params.{key}"
     extra = set(spec) - set(DICT_KEYS)
     if extra:
         raise SweeperError(f"{where}: unknown key {sorted(extra)[0]!r}; the dict form takes {', '.join(DICT_KEYS)}.")
@@ -184,6 +204,32 @@ def from_dict(key: str, spec: Mapping[str, Any]):
     except (ValueError, TypeError) as exc:
         raise SweeperError(f"{where}: {exc}") from None
     raise SweeperError(f"{where}: type {spec.get('type')!r} is not one of float, int, categorical.")
+
+
+def from_older_form(search_space: Mapping[str, Any]) -> dict[str, str]:
+    """The official sweeper's older ``search_space`` block (``{key: {type, low, high, ...}}``) as
+    ``params`` entries in the override syntax, e.g. ``{"optimizer.lr": "tag(log, interval(0.0001, 0.1))"}``."""
+    out = {}
+    for key, spec in search_space.items():
+        if not isinstance(spec, Mapping):
+            raise SweeperError(f"hydra.sweeper.search_space.{key}={spec!r} is not allowed: each entry is a mapping "
+                               f"{{type: float|int|categorical, low, high, step, log, choices}}.")
+        out[str(key)] = to_override(from_dict(str(key), spec, where=f"hydra.sweeper.search_space.{key}"))
+    return out
+
+
+def to_override(dist: Any) -> str:
+    """A distribution in the override syntax that maps back to it: ``range(32, 128, 32)``."""
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return f"choice({', '.join(format_value(c) for c in dist.choices)})"
+    is_int = type(dist).__name__ == "IntDistribution"
+    low, high = format_value(dist.low), format_value(dist.high)
+    if dist.step is not None and not dist.log and (not is_int or dist.step != 1):
+        return f"range({low}, {high}, {format_value(dist.step)})"
+    text = f"int(interval({low}, {high}))" if is_int else f"interval({low}, {high})"
+    return f"tag(log, {text})" if dist.log else text
 
 
 def describe(dist: Any) -> str:

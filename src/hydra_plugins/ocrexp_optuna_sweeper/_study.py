@@ -1,35 +1,20 @@
-"""Opening the study: its name, its storage, its sampler and pruner, and counting its trials."""
+"""Opening the study: its name, its storage, its sampler's seed and its pruner, and counting its trials."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ocrexp.config import plain
 from ocrexp.errors import ConfigError
-from ocrexp.pruning import make_pruner, open_storage, split_spec
+from ocrexp.pruning import make_pruner, open_storage
 from ocrexp.sweep_protocol import FAIL_KIND, PRUNER_ATTR, journal_path, redact
 
 from . import _search_space
 from ._errors import SweeperError
 
-SAMPLERS = {
-    "tpe": "optuna.samplers.TPESampler",
-    "random": "optuna.samplers.RandomSampler",
-    "grid": "optuna.samplers.GridSampler",
-    "cmaes": "optuna.samplers.CmaEsSampler",
-    "gp": "optuna.samplers.GPSampler",
-    "qmc": "optuna.samplers.QMCSampler",
-    "nsgaii": "optuna.samplers.NSGAIISampler",
-}
-# Samplers ocrexp no longer ships -> why, and what to use instead.
-REMOVED_SAMPLERS = {"rung_tpe": ("it sampled no better than plain TPE", "tpe")}
-NEEDS = {"cmaes": ("cmaes", "cmaes"), "gp": ("torch", "torch")}  # sampler -> (module, pip package)
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -66,43 +51,6 @@ def storage_url(storage: str | None, study_name: str, root: Path) -> str:
 def is_server_url(url: str) -> bool:
     """A database server (PostgreSQL, MySQL) that workers on several machines may share."""
     return "://" in url and not url.startswith("sqlite")
-
-
-def make_sampler(spec: Any, seed: int | None, space: _search_space.SearchSpace):
-    """A seeded Optuna sampler from a name, ``{name: …, **arguments}`` or ``{_target_: …}``."""
-    import importlib
-
-    import optuna
-
-    if isinstance(spec, Mapping) and "_target_" in spec:
-        from hydra.utils import instantiate
-
-        return instantiate(dict(spec))
-    try:
-        name, kwargs = split_spec(spec, "tpe")
-    except ConfigError as exc:
-        raise SweeperError(f"hydra.sweeper.sampler: {exc}") from None
-    if name in REMOVED_SAMPLERS:
-        why, instead = REMOVED_SAMPLERS[name]
-        raise SweeperError(f"hydra.sweeper.sampler={name!r} was removed from ocrexp ({why}): "
-                           f"use {instead} instead.")
-    if name not in SAMPLERS:
-        raise SweeperError(f"hydra.sweeper.sampler={name!r} is not a known sampler: "
-                           f"choose one of {', '.join(SAMPLERS)}.")
-    if name in NEEDS and importlib.util.find_spec(NEEDS[name][0]) is None:
-        raise SweeperError(f"the {name} sampler needs the {NEEDS[name][1]} package: pip install {NEEDS[name][1]}, "
-                           f"or choose another sampler ({', '.join(s for s in SAMPLERS if s not in NEEDS)}).")
-    if seed is not None:
-        kwargs.setdefault("seed", seed)
-    if name == "grid":
-        kwargs["search_space"] = _search_space.grid_values(space)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # qmc, gp
-            module, _, cls = SAMPLERS[name].rpartition(".")
-            return getattr(importlib.import_module(module), cls)(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise SweeperError(f"hydra.sweeper.sampler {name!r} rejects {sorted(kwargs)}: {exc}.") from None
 
 
 def effective_seed(seed: int | None, n_existing: int, shared: bool) -> int | None:
