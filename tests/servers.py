@@ -1,4 +1,4 @@
-"""Servers that tests start (``ocrexp ui``, ``ocrexp dashboard``): free ports, waiting, and checking
+"""Servers that tests start (``ocrexp ui``, ``ocrexp dashboard``, ``mlflow server``): free ports, waiting, and checking
 that a stopped server left no process of its session and freed its port. Reads Linux's /proc."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from tests import processes
 from tests.project import BIN, Project
@@ -77,34 +78,44 @@ def assert_stops_cleanly(proc: subprocess.Popen, sig: int, server_sid: int, port
 
 
 @dataclass
-class RunningUI:
+class RunningServer:
+    """An ``ocrexp ui`` or ``ocrexp dashboard`` that a test started, answering on ``port``."""
+
     proc: subprocess.Popen
     port: int
     server_pid: int  # leads the server's own session
     first_line: str
+    out: Path  # what ocrexp printed on stdout
+    err: Path  # and on stderr
 
 
-def ui_starter():
-    """Start the installed ``ocrexp ui`` in a project and wait until it answers; kill what is left at the end."""
-    started: list[RunningUI] = []
+def server_starter(command: str, ready_path: str):
+    """A function that starts the installed ``ocrexp <command>`` in a project (its arguments, then
+    environment variables as keywords) and waits until ``ready_path`` answers, when it is ready for a
+    stop signal; kills what is left at the end."""
+    started: list[RunningServer] = []
 
-    def start(project: Project, *args: str) -> RunningUI:
+    def start(project: Project, *args: str, **env: str) -> RunningServer:
         port = free_port()
-        out, err = project.root / "ui.out", project.root / "ui.err"
+        out, err = project.root / f"{command}.out", project.root / f"{command}.err"
+        log = project.root / "logs" / f"{command}.log"
         with open(out, "w") as stdout, open(err, "w") as stderr:  # files: a full pipe would stall the server
-            proc = subprocess.Popen([str(BIN / "ocrexp"), "ui", "--port", str(port), *args], cwd=project.root,
-                                    env=project.env(), stdout=stdout, stderr=stderr)
+            proc = subprocess.Popen([str(BIN / "ocrexp"), command, "--port", str(port), *args], cwd=project.root,
+                                    env=project.env(**env), stdout=stdout, stderr=stderr)
+
+        def output() -> str:
+            return err.read_text()[-3000:] + (log.read_text()[-3000:] if log.exists() else "")
 
         def answers() -> bool:
-            assert proc.poll() is None, f"ocrexp ui exited {proc.returncode}\n{err.read_text()[-3000:]}"
+            assert proc.poll() is None, f"ocrexp {command} exited {proc.returncode}\n{output()}"
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=5) as resp:
                     return resp.status == 200
             except OSError:
                 return False
 
         try:
-            assert wait_until(answers, timeout=120), f"no answer on port {port}\n{err.read_text()[-3000:]}"
+            assert wait_until(answers, timeout=120), f"no answer on port {port}\n{output()}"
             (server_pid,) = children(proc.pid)
         except BaseException:
             for server_pid in children(proc.pid):
@@ -112,13 +123,63 @@ def ui_starter():
             proc.kill()
             proc.wait()
             raise
-        ui = RunningUI(proc, port, server_pid, out.read_text().splitlines()[0])
-        started.append(ui)
-        return ui
+        server = RunningServer(proc, port, server_pid, out.read_text().splitlines()[0], out, err)
+        started.append(server)
+        return server
 
     yield start
-    for ui in started:
-        if ui.proc.poll() is None:
-            ui.proc.kill()
-            ui.proc.wait()
-        kill_session(ui.server_pid)
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+        kill_session(server.server_pid)
+
+
+def ui_starter():
+    """:func:`server_starter` for ``ocrexp ui``, ready once MLflow's /health answers."""
+    return server_starter("ui", "/health")
+
+
+@dataclass
+class TrackingServer:
+    """An ``mlflow server`` that tests start: its URI, its process (leading its own group) and log."""
+
+    uri: str
+    proc: subprocess.Popen
+    log: Path
+
+
+def start_mlflow_server(base: Path, backend_uri: str | None = None) -> TrackingServer:
+    """``mlflow server`` on 127.0.0.1 serving run artifacts from ``base/artifacts`` (``--serve-artifacts``),
+    its backend store ``backend_uri`` (default: SQLite in ``base``); returns once it answers. Stop it
+    with :func:`stop_mlflow_server`: it starts worker processes, so its whole process group."""
+    base.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    backend = backend_uri or f"sqlite:///{base / 'mlflow.db'}"
+    log = base / "server.log"
+    with open(log, "w") as out:  # a file: a full pipe would stall the server
+        proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1",
+                                 "--port", str(port), "--workers", "1", "--backend-store-uri", backend,
+                                 "--serve-artifacts", "--artifacts-destination", str(base / "artifacts")],
+                                cwd=base, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = TrackingServer(f"http://127.0.0.1:{port}", proc, log)
+
+    def answers() -> bool:
+        assert proc.poll() is None, f"mlflow server exited {proc.returncode}\n{log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"{server.uri}/health", timeout=5) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    try:
+        assert wait_until(answers, timeout=120), f"no answer on port {port}\n{log.read_text()[-3000:]}"
+    except BaseException:
+        stop_mlflow_server(server)
+        raise
+    return server
+
+
+def stop_mlflow_server(server: TrackingServer) -> None:
+    kill_session(server.proc.pid)
+    server.proc.wait(timeout=30)

@@ -14,6 +14,9 @@ epoch e's permutation is seeded by ``(seed, e)`` (``data.pipeline.EpochStream``)
 a kill at any moment leaves either the previous epoch's state or this one's. The folder is removed
 when the run finishes (``trainer.keep_checkpoint`` keeps it).
 
+With a tracking server each checkpoint is also stored with its MLflow run
+(``ocrexp.tracking.checkpoint_artifacts``), so that another machine can go on from it.
+
 Keras' ``BackupAndRestore`` was the first choice and does not fit: it restores one ``fit`` call's
 model, optimizer and epoch, but not the state of other callbacks (best weights, early stopping,
 plateau), the history, or a run of several ``fit`` calls (frozen base, then fine-tuning); and the
@@ -102,6 +105,8 @@ class Slot:
     def __init__(self, folder: Path, lock_fd: int, keep: bool, trial: int | None = None):
         self.folder, self._lock_fd, self.keep, self.trial = folder, lock_fd, keep, trial
         self.resumed: Checkpoint | None = None
+        # With a tracking server: uploads each checkpoint to the run (tracking.checkpoint_artifacts).
+        self.uploads = None
 
     @property
     def state_file(self) -> Path:
@@ -129,9 +134,14 @@ class Slot:
                 raise OcrexpError(f"no space left for the checkpoint in {self.folder}: free some space, then run "
                                   "the same command again to go on from the last saved epoch.") from None
             raise
+        if self.uploads is not None:
+            self.uploads.push(self.folder, (STATE, CONFIG), progress.epoch, progress.phase_done)
 
     def finish(self) -> None:
-        """The run is over: remove the folder (unless kept) and let go of it."""
+        """The run is over: remove the folder (unless kept), and its copy on the tracking server, and
+        let go of it."""
+        if self.uploads is not None and not self.keep:
+            self.uploads.delete()
         if not self.keep:
             shutil.rmtree(self.folder, ignore_errors=True)
         self.release()
@@ -139,6 +149,8 @@ class Slot:
     def release(self) -> None:
         """Let go of the folder; one that never got a checkpoint (the run failed before its first
         epoch ended) is removed, so nothing is left that a rerun could mistake for progress."""
+        if self.uploads is not None:
+            self.uploads.close()
         if self._lock_fd >= 0 and not self.state_file.exists():
             shutil.rmtree(self.folder, ignore_errors=True)
         if self._lock_fd >= 0:
@@ -219,6 +231,24 @@ def _claim_folder(cfg: DictConfig, folder: Path) -> Slot:
     slot = Slot(folder, fd, bool(cfg.trainer.keep_checkpoint))
     slot.resumed = slot.read()
     return slot
+
+
+def free_folder(cfg: DictConfig, run_id: str) -> Path:
+    """A folder of ``cfg``'s where the checkpoint of ``run_id`` can be put (``ocrexp resume`` on a
+    machine that did not train it): no live process holds it and it holds no other run's checkpoint."""
+    root = Path(cfg.paths.checkpoint_dir)
+    key = config_key(cfg)
+    for n in range(MAX_SLOTS):
+        folder = root / (key if n == 0 else f"{key}.{n}")
+        fd = _try_lock(folder)
+        if fd is None:
+            continue
+        found = read_state(folder / STATE)
+        os.close(fd)
+        if found is None or found.progress.run_id == run_id:
+            return folder
+    raise OcrexpError(f"{MAX_SLOTS} runs of this config already hold checkpoints in {root}; "
+                      "let them finish or remove that folder.")
 
 
 def _belongs(progress: Progress, study: str | None, retry_of: int | None) -> bool:

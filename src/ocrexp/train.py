@@ -107,7 +107,8 @@ def run_experiment(cfg: DictConfig, tags: Mapping[str, str] | None = None, *,
     # A rerun continues its MLflow run; a retried sweep trial is a new trial with a run of its own.
     continued = resumed.run_id if resumed is not None and trial is None else None
     try:
-        with make_tracker(cfg, run_name(cfg), tags, continue_run=continued, trial=trial) as tracker:
+        with make_tracker(cfg, run_name(cfg), tags, continue_run=continued, trial=trial) as tracker, \
+                checkpoints_stored_with(cfg, slot, tracker):
             tracker.set_tags({"ocrexp.device": prepared.device, "ocrexp.replicas": prepared.replicas,
                               "ocrexp.checkpoint": str(slot.folder), **prepared.provenance})
             tracker.log_dataset(prepared.data, prepared.splits)
@@ -140,7 +141,44 @@ def claim_checkpoint(cfg: DictConfig, folder: Path | None = None, trial: TrialJo
 
     if trial is None:
         return checkpoints.claim(cfg, folder=folder)
-    return checkpoints.claim(cfg, study=trial.study, trial=trial.number, retry_of=retried_trial(trial))
+    retry_of = retried_trial(trial)
+    slot = checkpoints.claim(cfg, study=trial.study, trial=trial.number, retry_of=retry_of)
+    if slot.resumed is None and retry_of is not None and cfg.tracking.enabled:
+        fetch_trial_checkpoint(cfg, slot, trial.study, retry_of)
+    return slot
+
+
+def fetch_trial_checkpoint(cfg: DictConfig, slot, study: str, number: int) -> None:
+    """Resume ``slot`` from the checkpoint that trial ``number`` stored with its run on the tracking
+    server: the trial died on another machine."""
+    from ocrexp.tracking import checkpoint_artifacts as stored
+    from ocrexp.tracking import tracking_uri
+
+    uri = tracking_uri(cfg.tracking)
+    if not stored.follows_the_run(uri):
+        return
+    run_id = stored.trial_run(uri, cfg.tracking.experiment_name, study, number)
+    if run_id is not None and stored.download(uri, run_id, slot.folder):
+        found = slot.read()
+        slot.resumed = found if found is not None and found.progress.trial == number else None
+
+
+@contextlib.contextmanager
+def checkpoints_stored_with(cfg: DictConfig, slot, tracker):
+    """With a tracking server, store each checkpoint of ``slot`` with ``tracker``'s run; the run ends
+    only once the last one is stored."""
+    from ocrexp.tracking import checkpoint_artifacts as stored
+    from ocrexp.tracking import tracking_uri
+
+    uri = tracking_uri(cfg.tracking)
+    if not (cfg.tracking.enabled and tracker.run_id and stored.follows_the_run(uri)):
+        yield
+        return
+    slot.uploads = stored.CheckpointUploads(uri, tracker.run_id)
+    try:
+        yield
+    finally:
+        slot.uploads.close()
 
 
 def resume_line(cfg: DictConfig, progress, folder: Path) -> str:

@@ -98,11 +98,14 @@ def artifact_root() -> str:
 
 
 def get_experiment_id(client, name: str) -> str:
-    """The experiment's id, creating it (with the custom-model view tag) on first use."""
+    """The experiment's id, creating it (with the custom-model view tag) on first use. In a local
+    store its artifacts go under the project's ``mlruns/``; a tracking server chooses where (with
+    ``--serve-artifacts``, it keeps them), never a folder of the machine that happened to create it."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
+        local = not str(client.tracking_uri).startswith(("http://", "https://"))
         try:
-            return client.create_experiment(name, artifact_location=f"{artifact_root()}/{name}",
+            return client.create_experiment(name, artifact_location=f"{artifact_root()}/{name}" if local else None,
                                             tags=EXPERIMENT_KIND_TAG)
         except Exception:  # another process created it first
             exp = client.get_experiment_by_name(name)
