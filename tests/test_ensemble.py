@@ -212,6 +212,41 @@ def test_filter_and_top_take_the_best_runs_by_the_metric_and_leave_ensembles_out
     assert losses == sorted(losses)
 
 
+def test_sweep_and_top_take_its_best_complete_trials_by_the_studys_value(members, capsys):
+    import mlflow
+
+    from ocrexp.commands.ensemble import sweep_members
+    from ocrexp.sweep_protocol import NUMBER_TAG, PARENT_TAG, ROLE_TAG, STATE_TAG, STUDY_ROLE, STUDY_TAG
+
+    uri, ids = members
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_run(ids[0]).info.experiment_id
+    parent = client.create_run(experiment, run_name="tiny_sweep", tags={ROLE_TAG: STUDY_ROLE, STUDY_TAG: "tiny_sweep"})
+    client.log_param(parent.info.run_id, "optuna.directions", "maximize")
+    client.log_param(parent.info.run_id, "optuna.metric", "val_accuracy")
+    pruned = client.create_run(experiment, run_name="trial-2").info.run_id
+    # Trial 0 (ids[0]) scored below trial 1 (ids[1]); trial 2 was pruned.
+    for number, (run_id, state, value) in enumerate([(ids[0], "COMPLETE", 0.5), (ids[1], "COMPLETE", 0.7),
+                                                     (pruned, "PRUNED", None)]):
+        for key, tag in {PARENT_TAG: parent.info.run_id, STUDY_TAG: "tiny_sweep", NUMBER_TAG: str(number),
+                         STATE_TAG: state}.items():
+            client.set_tag(run_id, key, tag)
+        if value is not None:
+            client.log_metric(parent.info.run_id, "trial_value", value, step=number)
+    client.set_terminated(pruned, "FINISHED")
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    try:
+        assert [r.info.run_id for r in sweep_members(client, "tiny_sweep", uri, 2, None)] == [ids[1], ids[0]]
+        assert ensemble("--sweep", "tiny_sweep", "--top", "3", "--tracking-uri", uri) == 2
+        assert capsys.readouterr().err == "error: sweep 'tiny_sweep' has 2 COMPLETE trials; give --top 2 or fewer.\n"
+    finally:
+        for run_id in ids:
+            for key in (PARENT_TAG, STUDY_TAG, NUMBER_TAG, STATE_TAG):
+                client.delete_tag(run_id, key)
+        client.delete_run(pruned)
+        client.delete_run(parent.info.run_id)
+
+
 def test_members_of_different_datasets_are_one_line_and_record_nothing(members, capsys):
     import mlflow
 
