@@ -1,5 +1,6 @@
 """``ocrexp dashboard``: which storage it opens, its one-sentence refusals, the command a sweep prints,
-and a real optuna-dashboard that serves the study and leaves nothing running when stopped.
+and a real optuna-dashboard that serves the study, keeps its output in logs/dashboard.log, and leaves
+nothing running when stopped.
 
 Journals are written by Optuna itself; the sweep is the trivial Hydra app of ``test_sweeper.py``.
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import signal
 import socket
@@ -29,9 +29,9 @@ from ocrexp.sweep_protocol import journal_path
 from ocrexp import cli
 from ocrexp.commands import dashboard
 from ocrexp.errors import OcrexpError
-from tests.project import BIN, Project
+from tests.project import Project
+from tests.servers import assert_stops_cleanly, free_port, server_starter
 from tests.toy_sweep import sweep
-from tests.servers import assert_stops_cleanly, children, free_port, kill_session, wait_until
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -180,42 +180,63 @@ def test_a_sweep_on_another_storage_prints_it_for_dashboard_storage(app, tmp_pat
 
 # -- a real optuna-dashboard ------------------------------------------------------------------------
 
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+
+
+@pytest.fixture
+def start_dashboard():
+    """A function that starts ``ocrexp dashboard`` in a project and waits until its API answers
+    (tests/servers.py); the servers it started are stopped at the end of the test."""
+    yield from server_starter("dashboard", "/api/studies")
+
+
+def study_names(port: int) -> list[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=30) as resp:
+        return [s["study_name"] for s in json.load(resp)["study_summaries"]]
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
-def test_dashboard_serves_the_study_and_a_stop_signal_ends_every_server_process(project: Project):
+@needs_proc
+def test_dashboard_serves_the_study_and_a_stop_signal_ends_every_server_process(project: Project, start_dashboard):
     name = "cnn_optuna-0123abcd"
-    write_study(journal_path(project.root, name), name)
+    journal = write_study(journal_path(project.root, name), name)
+    server = start_dashboard(project, name)
+    assert study_names(server.port) == [name]
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/dashboard", timeout=30) as resp:
+        assert resp.status == 200 and b"<html" in resp.read().lower()
+    assert_stops_cleanly(server.proc, signal.SIGTERM, server.server_pid, server.port)
+    log = project.root / "logs" / "dashboard.log"
+    assert server.out.read_text() == (f"optuna-dashboard for {journal}: http://127.0.0.1:{server.port}/ "
+                                      f"(Ctrl-C to stop)\nServer log: {log}\n")
+    assert server.err.read_text() == ""
+    text = log.read_text()
+    assert text.startswith("--- ") and " starting optuna-dashboard: " in text.splitlines()[0]
+    assert f"http://127.0.0.1:{server.port}" in text  # its own "Listening" line (gunicorn's or wsgiref's)
+
+
+@pytest.mark.slow
+@needs_proc
+def test_verbose_dashboard_shows_the_server_output_and_writes_no_log(project: Project, start_dashboard):
+    write_study(journal_path(project.root, "s"), "s")
+    server = start_dashboard(project, OCREXP_VERBOSE="1")
+    assert_stops_cleanly(server.proc, signal.SIGTERM, server.server_pid, server.port)
+    assert server.first_line.startswith("optuna-dashboard for ")
+    assert f"http://127.0.0.1:{server.port}" in server.err.read_text()  # its "Listening" line
+    assert "Server log:" not in server.out.read_text()
+    assert not (project.root / "logs").exists()
+
+
+@pytest.mark.slow
+def test_a_dashboard_that_fails_on_its_storage_is_one_error_line_quoting_its_log(project: Project):
+    not_a_db = project.root / "studies.db"
+    not_a_db.write_text("not a database\n")
     port = free_port()
-    out, err = project.root / "dashboard.out", project.root / "dashboard.err"
-    with open(out, "w") as stdout, open(err, "w") as stderr:  # files: a full pipe would stall the server
-        proc = subprocess.Popen([str(BIN / "ocrexp"), "dashboard", name, "--port", str(port)], cwd=project.root,
-                                env=project.env(), stdout=stdout, stderr=stderr)
-    studies: list[dict] = []
-
-    def answers() -> bool:
-        assert proc.poll() is None, f"ocrexp dashboard exited {proc.returncode}\n{err.read_text()[-3000:]}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as resp:
-                studies[:] = json.load(resp)["study_summaries"]
-                return True
-        except OSError:
-            return False
-
-    server_pid = None
-    try:
-        assert wait_until(answers, timeout=120), f"no answer on port {port}\n{err.read_text()[-3000:]}"
-        assert [s["study_name"] for s in studies] == [name]
-        journal = journal_path(project.root, name)
-        assert out.read_text().splitlines()[0] == \
-            f"optuna-dashboard for {journal}: http://127.0.0.1:{port}/ (Ctrl-C to stop)"
-        (server_pid,) = children(proc.pid)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=30) as resp:
-            assert resp.status == 200 and b"<html" in resp.read().lower()
-        assert_stops_cleanly(proc, signal.SIGTERM, server_pid, port)
-    finally:
-        for pid in children(proc.pid) if server_pid is None else [server_pid]:
-            kill_session(pid)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert not re.search(r"Traceback", err.read_text())
+    proc = project.run("ocrexp", "dashboard", "--storage", f"sqlite:///{not_a_db}", "--port", str(port),
+                       check=False, timeout=120)
+    log = project.root / "logs" / "dashboard.log"
+    assert proc.returncode == 2
+    assert proc.stdout == (f"optuna-dashboard for sqlite:///{not_a_db}: http://127.0.0.1:{port}/ (Ctrl-C to stop)\n"
+                           f"Server log: {log}\n")
+    assert proc.stderr == ("error: optuna-dashboard stopped with exit status 1: sqlite3.DatabaseError: file is not "
+                           f"a database; its output is in {log}\n")
+    assert "Traceback (most recent call last):" in log.read_text()

@@ -1,4 +1,5 @@
-"""``ocrexp ui``: serves the project's store, links its runs page, and leaves nothing running when stopped.
+"""``ocrexp ui``: serves the project's store, links its runs page, keeps the server's output in
+logs/ui.log, and leaves nothing running when stopped.
 
 The server-process tests read Linux's /proc: a stopped UI must leave no process in the server's
 session (the MLflow server starts in a session of its own, so its id is the server's pid).
@@ -10,16 +11,20 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from ocrexp.commands._server import serve
+from ocrexp.errors import OcrexpError
 from tests import processes
-from tests.servers import assert_stops_cleanly, children, kill_session, session_members, wait_until
+from tests.servers import assert_stops_cleanly, children, free_port, kill_session, session_members, wait_until
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 
@@ -60,6 +65,88 @@ def test_ui_refuses_a_port_in_use_in_one_sentence(project):
     assert proc.stderr.startswith(f"error: port {port} on 127.0.0.1 is already in use")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (project.root / "mlruns").exists()  # refused before touching the store
+
+
+@pytest.mark.slow
+def test_ui_prints_only_its_link_and_log_file_and_the_server_output_goes_to_the_log(project, start_ui):
+    ui = start_ui(project)
+    with urllib.request.urlopen(f"http://127.0.0.1:{ui.port}/health", timeout=30) as resp:
+        assert resp.status == 200
+    assert_stops_cleanly(ui.proc, signal.SIGTERM, ui.server_pid, ui.port)
+    log = project.root / "logs" / "ui.log"
+    assert ui.first_line.startswith("MLflow UI for sqlite:///")
+    assert ui.out.read_text() == f"{ui.first_line}\nServer log: {log}\n"
+    assert ui.err.read_text() == ""
+    text = log.read_text()
+    assert text.startswith("--- ") and " starting the MLflow server: " in text.splitlines()[0]
+    assert f"Uvicorn running on http://127.0.0.1:{ui.port}" in text
+    assert '"GET /health HTTP/1.1" 200' in text
+
+
+@pytest.mark.slow
+def test_verbose_ui_shows_the_server_output_and_writes_no_log(project, start_ui):
+    ui = start_ui(project, OCREXP_VERBOSE="1")
+    assert_stops_cleanly(ui.proc, signal.SIGTERM, ui.server_pid, ui.port)
+    terminal = ui.out.read_text() + ui.err.read_text()
+    assert ui.first_line.startswith("MLflow UI for sqlite:///")
+    assert f"Uvicorn running on http://127.0.0.1:{ui.port}" in terminal
+    assert "Server log:" not in terminal
+    assert not (project.root / "logs").exists()
+
+
+@pytest.mark.parametrize("kind", ["text", "other-sqlite"])
+def test_ui_refuses_a_file_that_is_not_an_mlflow_store_in_one_line_and_leaves_it_as_it_was(project, kind):
+    store = project.root / "notes.db"
+    if kind == "text":
+        store.write_text("not a database\n")
+    else:
+        with sqlite3.connect(store) as db:
+            db.execute("CREATE TABLE notes (body TEXT)")
+        db.close()
+    before = store.read_bytes()
+    proc = project.run("ocrexp", "ui", "--port", str(free_port()), "--tracking-uri", f"sqlite:///{store}",
+                       check=False, timeout=120)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith(f"error: {store} is ") and "not an MLflow store" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert store.read_bytes() == before
+    assert [p.name for p in project.root.iterdir()] == ["notes.db"]  # no lock file, store or log beside it
+
+
+# A server that fails as a database-backed one does: a specific error wrapped in a general one.
+FAILING_SERVER = textwrap.dedent("""
+    import sqlite3, sys
+    print("starting up", flush=True)
+    try:
+        sqlite3.connect(sys.argv[1]).execute("SELECT name FROM sqlite_master")
+    except sqlite3.DatabaseError as exc:
+        raise RuntimeError("cannot open the store") from exc
+""")
+
+
+def test_a_server_that_stops_on_its_own_is_one_sentence_quoting_the_cause_from_its_log(tmp_path, capsys):
+    server, not_a_db = tmp_path / "server.py", tmp_path / "store.db"
+    server.write_text(FAILING_SERVER)
+    not_a_db.write_text("not a database\n")
+    log = tmp_path / "logs" / "test.log"
+    for _ in range(2):
+        with pytest.raises(OcrexpError) as raised:
+            serve([sys.executable, str(server), str(not_a_db)], log=log, what="the test server")
+        assert str(raised.value) == ("the test server stopped with exit status 1: sqlite3.DatabaseError: file is "
+                                     f"not a database; its output is in {log}")
+    assert capsys.readouterr().out == f"Server log: {log}\n" * 2
+    text = log.read_text()
+    assert text.count(" starting the test server: ") == 2
+    assert text.count("starting up\n") == 2 and text.count("RuntimeError: cannot open the store\n") == 2
+
+
+def test_the_error_quoted_is_from_this_start_of_the_server_not_an_earlier_one(tmp_path):
+    log = tmp_path / "test.log"
+    log.write_text("--- an earlier start\nValueError: what went wrong then\n")
+    script = "import sys; print('INFO: starting'); print('ERROR:    address   already in use'); sys.exit(4)"
+    with pytest.raises(OcrexpError, match=r"^the test server stopped with exit status 4: ERROR: address already "
+                                          r"in use; its output is in "):
+        serve([sys.executable, "-c", script], log=log, what="the test server")
 
 
 SERVE = "import sys; from ocrexp.commands._server import serve; sys.exit(serve(sys.argv[1:], grace=1))"

@@ -8,6 +8,7 @@ A sweep keeps each study in its own journal file, mlruns/optuna/<study>.journal,
 hydra.sweeper.storage names another storage. optuna-dashboard serves one storage at a time, so
 without an argument the most recently updated journal is opened and the names of the others are
 printed. The server binds to 127.0.0.1 unless --host says otherwise; Ctrl-C or SIGTERM stops it.
+Its output goes to logs/dashboard.log in the project (OCREXP_VERBOSE=1: to the terminal).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocrexp import paths
-from ocrexp.commands._server import browser_url, check_port_free, serve
+from ocrexp.commands._server import browser_url, check_port_free, log_path, serve
+from ocrexp.console import verbose
 from ocrexp.errors import OcrexpError
 from ocrexp.sweep_protocol import JOURNAL_DIR, JOURNAL_SUFFIX, journal_path, redact
 
@@ -116,8 +118,8 @@ def program() -> str:
 
 def command(executable: str, storage: str, host: str, port: int) -> list[str]:
     """The ``optuna-dashboard`` command line serving ``storage``."""
-    # --quiet: our own line says where it listens; gunicorn (when installed) then logs errors only.
-    return [executable, storage, "--host", host, "--port", str(port), "--quiet"]
+    # Not --quiet: its output goes to the log (or, asked for, the terminal), where its start-up lines help.
+    return [executable, storage, "--host", host, "--port", str(port)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,4 +130,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"Showing the most recently updated study; `ocrexp dashboard NAME` opens another: "
               f"{', '.join(shlex.quote(name) for name in target.others)}", flush=True)
     print(f"optuna-dashboard for {target.shown}: {browser_url(args.host, args.port)}/ (Ctrl-C to stop)", flush=True)
-    return serve(command(executable, target.storage, args.host, args.port))
+    return serve(command(executable, target.storage, args.host, args.port),
+                 log=None if verbose() else log_path("dashboard"), what="optuna-dashboard")

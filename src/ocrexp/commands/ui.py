@@ -7,14 +7,17 @@ import os
 import sys
 from pathlib import Path
 
-from ocrexp.commands._server import browser_url, check_port_free, serve
+from ocrexp.commands._server import browser_url, check_port_free, log_path, serve
+from ocrexp.console import verbose
 from ocrexp.errors import OcrexpError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("ui", help="browse runs in the MLflow UI",
                                    description="Start the MLflow UI on this project's tracking store and print "
-                                               "the link to the experiment's runs. Ctrl-C or SIGTERM stops it.")
+                                               "the link to the experiment's runs. The server's output goes to "
+                                               "logs/ui.log (OCREXP_VERBOSE=1: to the terminal). Ctrl-C or "
+                                               "SIGTERM stops it.")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default 127.0.0.1: only this machine can connect)")
@@ -39,13 +42,20 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise OcrexpError(f"--workers must be at least 1 (got {args.workers})")
     check_port_free(args.host, args.port)  # before the slow MLflow import, and instead of a server traceback
+    from ocrexp.tracking.refs import check_store
+    from ocrexp.tracking.store import tracking_uri
+
+    uri = args.tracking_uri or tracking_uri()
+    # A missing SQLite file is a fresh project's store, which ensure_store creates; any other file must
+    # already be MLflow's, or MLflow would write its tables into it.
+    if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).exists():
+        check_store(uri)
 
     import mlflow
 
     from ocrexp.tracking import liveness
-    from ocrexp.tracking.store import ensure_store, get_experiment_id, tracking_uri, ui_link
+    from ocrexp.tracking.store import ensure_store, get_experiment_id, ui_link
 
-    uri = args.tracking_uri or tracking_uri()
     ensure_store(uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment_id = get_experiment_id(client, args.experiment)
@@ -56,4 +66,5 @@ def run(args: argparse.Namespace) -> int:
     # With a database store MLflow also starts GenAI job workers (a runner and seven consumers, about
     # 1 GB); nothing in this project submits jobs. Exporting the variable as true brings them back.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    return serve(command(uri, args.host, args.port, args.workers), env=env)
+    return serve(command(uri, args.host, args.port, args.workers), env=env,
+                 log=None if verbose() else log_path("ui"), what="the MLflow server")
