@@ -20,6 +20,7 @@ import pytest
 from tests.project import BIN, Project
 from tests.servers import start_mlflow_server, stop_mlflow_server
 from tests.test_resume import COMMAND, COMPARED
+from tests.test_sweeper import postgres_url  # noqa: F401  (the fixture: a throw-away PostgreSQL server)
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +109,70 @@ def test_a_run_killed_on_one_machine_resumes_on_another_from_its_checkpoint_on_t
             assert run.data.metrics[name] == whole.data.metrics[name], name
     finally:
         stop_mlflow_server(server)
+
+
+def test_a_trial_whose_worker_was_killed_is_retried_by_the_other_worker_from_its_checkpoint_on_the_server(
+        tmp_path, shared_data_dir, mnist, postgres_url):  # noqa: F811
+    """Two sweep workers in folders of their own on one PostgreSQL study: ``kill -9`` of one worker's
+    process group once its trial's epoch 2 is on the server; the other reaps the orphan, re-queues it
+    and runs the retry, which goes on from that checkpoint."""
+    import mlflow
+    import optuna
+
+    from tests.toy_sweep import kill_group
+
+    storage = postgres_url
+    server = start_mlflow_server(tmp_path / "server")
+    sweep = ["ocrexp-train", "-m", "hparams_search=cnn_optuna", *COMMAND[1:], "hydra.sweeper.sampler=grid",
+             f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=killed", "hydra.sweeper.n_trials=2",
+             "optimizer.lr=choice(3e-3)", "model.conv1_filters=choice(16)", "model.conv2_filters=choice(32)",
+             "model.dense_units=choice(32,64)", "model.dropout=choice(0.2)"]
+    procs = []
+    try:
+        client = mlflow.MlflowClient(server.uri)
+        workers = [machine(tmp_path / f"worker{i}", shared_data_dir) for i in (1, 2)]
+        for w in workers:
+            procs.append(subprocess.Popen([str(BIN / sweep[0]), *sweep[1:]], cwd=w.root, env=env(w, server.uri),
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                          start_new_session=True))
+        doomed, survivor = procs
+        victim = None
+        deadline = time.time() + 400
+        while victim is None and doomed.poll() is None and time.time() < deadline:
+            experiment = client.get_experiment_by_name("ocrexp")
+            for run in client.search_runs([experiment.experiment_id]) if experiment else []:
+                pid = run.data.tags.get("ocrexp.pid")
+                if pid and _in_group(int(pid), doomed.pid) and stored_epoch(server.uri, run.info.run_id) >= 2:
+                    victim = run
+            time.sleep(0.1)
+        kill_group(doomed)  # the worker and its trial's job, as a lost machine would
+        doomed.wait(timeout=30)
+        assert victim is not None, "the first worker's trial never stored epoch 2"
+        saved = stored_epoch(server.uri, victim.info.run_id)
+        assert 2 <= saved < 4
+        shutil.rmtree(workers[0].root)
+        out = survivor.communicate(timeout=600)[0]
+        assert survivor.returncode == 0, out[-3000:]
+
+        study = optuna.load_study(study_name="killed", storage=storage.replace("postgresql://", "postgresql+psycopg2://"))
+        number = int(victim.data.tags["optuna.trial_number"])
+        (retry,) = [t for t in study.trials if t.user_attrs.get("ocrexp.retry_of") == number]
+        assert study.trials[number].state.name == "FAIL" and retry.state.name == "COMPLETE"
+        assert sorted(retry.intermediate_values) == [1, 2, 3, 4]
+        (new,) = client.search_runs([victim.info.experiment_id], f"tags.`optuna.trial_number` = '{retry.number}'")
+        assert new.data.tags["ocrexp.resumed_from"] == victim.info.run_id
+        assert new.data.tags["ocrexp.resumed_at_epoch"] == str(saved + 1)
+        assert [s for s, _ in history(client, new.info.run_id)["loss"]] == [1, 2, 3, 4]  # each epoch once
+        assert client.list_artifacts(new.info.run_id, "checkpoint") == []
+        assert client.list_artifacts(victim.info.run_id, "checkpoint") == []  # the retry's, now done
+    finally:
+        for p in procs:
+            kill_group(p)
+        stop_mlflow_server(server)
+
+
+def _in_group(pid: int, group: int) -> bool:
+    try:
+        return os.getpgid(pid) == group
+    except ProcessLookupError:
+        return False

@@ -107,6 +107,7 @@ class Slot:
         self.resumed: Checkpoint | None = None
         # With a tracking server: uploads each checkpoint to the run (tracking.checkpoint_artifacts).
         self.uploads = None
+        self.fetched_from: str | None = None  # the run on the tracking server whose checkpoint this resumes
 
     @property
     def state_file(self) -> Path:

@@ -160,7 +160,8 @@ def fetch_trial_checkpoint(cfg: DictConfig, slot, study: str, number: int) -> No
     run_id = stored.trial_run(uri, cfg.tracking.experiment_name, study, number)
     if run_id is not None and stored.download(uri, run_id, slot.folder):
         found = slot.read()
-        slot.resumed = found if found is not None and found.progress.trial == number else None
+        if found is not None and found.progress.trial == number:
+            slot.resumed, slot.fetched_from = found, run_id
 
 
 @contextlib.contextmanager
@@ -174,7 +175,7 @@ def checkpoints_stored_with(cfg: DictConfig, slot, tracker):
     if not (cfg.tracking.enabled and tracker.run_id and stored.follows_the_run(uri)):
         yield
         return
-    slot.uploads = stored.CheckpointUploads(uri, tracker.run_id)
+    slot.uploads = stored.CheckpointUploads(uri, tracker.run_id, slot.fetched_from)
     try:
         yield
     finally:

@@ -39,10 +39,11 @@ def follows_the_run(uri: str) -> bool:
 class CheckpointUploads:
     """Uploads a run's checkpoint folders on one thread; ``push`` after each local save."""
 
-    def __init__(self, uri: str, run_id: str):
+    def __init__(self, uri: str, run_id: str, inherited_from: str | None = None):
         import mlflow
 
         self.uri, self.run_id = uri, run_id
+        self.inherited_from = inherited_from  # a dead trial's run whose checkpoint this run went on from
         self._client = mlflow.MlflowClient(uri)
         self._ready = threading.Condition()
         self._pending: tuple[Path, str, int] | None = None  # (staged folder, artifact folder name, epoch)
@@ -75,9 +76,11 @@ class CheckpointUploads:
         self._thread.join()
 
     def delete(self) -> None:
-        """Remove the run's checkpoint from the server (the run is over); best effort."""
+        """Remove the run's checkpoint from the server (the run is over), and the one it went on
+        from; best effort."""
         self.close()
-        _delete(self.uri, self.run_id, PREFIX)
+        for run_id in filter(None, (self.run_id, self.inherited_from)):
+            _delete(self.uri, run_id, PREFIX)
 
     def _loop(self) -> None:
         while True:

@@ -231,7 +231,18 @@ class RunTracker:
         if hydra_dir is not None:
             overrides = self._overrides = _logged_overrides()
             self.client.set_tag(self.run_id, "ocrexp.overrides", " ".join(overrides) or "(none)")
-            self.client.log_artifacts(self.run_id, str(hydra_dir), "hydra")
+            self._log_hydra_dir(hydra_dir)
+
+    def _log_hydra_dir(self, hydra_dir: Path) -> None:
+        """The job's ``.hydra`` files, with any password in a URL masked: a sweep's job carries the
+        study's storage URL (``hydra.yaml``: the sweeper's overrides, the job's environment)."""
+        from ocrexp.sweep_protocol import redact
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for file in hydra_dir.iterdir():
+                if file.is_file():
+                    (Path(tmp) / file.name).write_text(redact(file.read_text(errors="replace")))
+            self.client.log_artifacts(self.run_id, tmp, "hydra")
 
     @property
     def link(self) -> str | None:
