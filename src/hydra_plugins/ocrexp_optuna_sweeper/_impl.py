@@ -28,7 +28,7 @@ from ._custom_space import CustomSpace
 from ._errors import SweeperError
 from ._loop import Outcome, TrialLoop, format_values
 from ._resume import Ownership
-from .config import OFFICIAL_SWEEPER, OcrexpOptunaSweeperConf
+from .config import OcrexpOptunaSweeperConf
 
 log = logging.getLogger(__name__)
 JOBS_GRACE_S = 30.0  # how long an interrupted sweep waits for its jobs to end their runs as KILLED
@@ -56,9 +56,6 @@ class OptunaSweeperImpl:
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
         self.hydra_context = hydra_context
-        if config.hydra.sweeper.get("_target_") == OFFICIAL_SWEEPER:
-            log.warning("hydra.sweeper._target_ names the official hydra-optuna-sweeper's class, left from before the "
-                        "switch to ocrexp_optuna, which runs this sweep: delete that line")
         self.sampler_choice = config.hydra.runtime.get("choices", {}).get("hydra/sweeper/sampler")
         launcher_target = str(config.hydra.launcher.get("_target_", ""))
         if self.n_jobs > 1 and launcher_target.endswith("BasicLauncher"):

@@ -11,6 +11,7 @@ Optuna has it.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -122,7 +123,7 @@ class StudyRun:
             self.client.log_text(self.run_id, yaml.safe_dump(dict(results), sort_keys=False),
                                  "optimization_results.yaml")
             best = results.get("best_params") or {}
-            tags = [RunTag(f"best.{k}", str(v)) for k, v in best.items()]
+            tags = [RunTag(f"best.{_tag_name(k)}", str(v)) for k, v in best.items()]
             if "best_trial" in results:
                 tags.append(RunTag("best.trial_number", str(results["best_trial"])))
             if tags:
@@ -143,6 +144,11 @@ class StudyRun:
     @property
     def url_hint(self) -> str:
         return f"MLflow parent run {self.run_id} in {self.uri}"
+
+
+def _tag_name(param: str) -> str:
+    """A parameter's name as MLflow accepts it: ``+w`` (an override that adds ``w``) is ``w``."""
+    return re.sub(r"[^\w\-. /]", "_", param.lstrip("+~"))
 
 
 def _esc(text: str) -> str:

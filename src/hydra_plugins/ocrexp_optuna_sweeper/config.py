@@ -14,6 +14,7 @@ from omegaconf import MISSING
 
 # The official hydra-optuna-sweeper's class, which configs written for it name in hydra.sweeper._target_.
 OFFICIAL_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+TARGET_CALLBACK = "ocrexp_optuna_target"
 
 # -- hydra/sweeper/sampler: one option per Optuna sampler, its constructor's plain arguments with
 # Optuna 5's defaults. `seed` null: hydra.sweeper.seed seeds it.
@@ -120,7 +121,10 @@ class OcrexpOptunaSweeperConf:
     # The sampler and pruner reach the sweeper as configs: it builds them once it knows the search
     # space and the study (a grid needs the space; a resumed study needs another seed).
     _recursive_: bool = False
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+    # The sampler group (tpe by default), and a Hydra callback that lets a config keep the official
+    # sweeper's _target_ line (_official_target.py).
+    defaults: List[Any] = field(default_factory=lambda: [
+        {"sampler": "tpe"}, {f"/hydra/callbacks@_global_.hydra.callbacks.{TARGET_CALLBACK}": TARGET_CALLBACK}])
 
     # Search space: key -> choice(...), range(...), interval(...), tag(log, ...), int(...), a fixed
     # value, or {type: float|int|categorical, low, high, step, log, choices}. Command-line
@@ -178,6 +182,8 @@ class OcrexpOptunaSweeperConf:
 
 _store = ConfigStore.instance()
 _store.store(group="hydra/sweeper", name="ocrexp_optuna", node=OcrexpOptunaSweeperConf, provider="ocrexp_optuna_sweeper")
+_store.store(group="hydra/callbacks", name=TARGET_CALLBACK, provider="ocrexp_optuna_sweeper",
+             node={"_target_": "hydra_plugins.ocrexp_optuna_sweeper._official_target.OfficialTargetCallback"})
 for _name, _node in SAMPLERS.items():
     # Untyped nodes, so that `sampler: random` (a name) or another sampler's mapping can replace
     # the group's choice in a config file; the sweeper checks the keys against the sampler.
