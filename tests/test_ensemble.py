@@ -102,7 +102,7 @@ def test_the_saved_ensemble_loads_in_safe_mode_and_predicts_identically(tmp_path
 
 
 # -- the command ---------------------------------------------------------------------------------
-def log_member(uri: str, name: str, model, *, scale: float = 255.0) -> str:
+def log_member(uri: str, name: str, model) -> str:
     """Record ``model`` as a finished run, as training records one: config, dataset, test report, model."""
     from ocrexp import config
     from ocrexp.data.pipeline import scale_images, split
@@ -110,7 +110,7 @@ def log_member(uri: str, name: str, model, *, scale: float = 255.0) -> str:
     from ocrexp.tracking import RunTracker
 
     cfg = config.compose(f"tracking.uri={uri}", f"dataset.limit_test={LIMIT_TEST}", "dataset.limit_train=400",
-                         f"dataset.scale={scale}", "tracking.log_plots=false")
+                         "tracking.log_plots=false")
     data = config.instantiate(cfg.dataset.source)
     splits = split(data, cfg.dataset.validation_split, cfg.seed, cfg.dataset.limit_train, cfg.dataset.limit_test)
     x_train = scale_images(splits.x_train, cfg.dataset.scale)
@@ -247,23 +247,30 @@ def test_sweep_and_top_take_its_best_complete_trials_by_the_studys_value(members
         client.delete_run(parent.info.run_id)
 
 
-def test_members_of_different_datasets_are_one_line_and_record_nothing(members, capsys):
+@pytest.mark.parametrize("differs, words", [({"tags": {"ocrexp.dataset.checksum": "0123abcd"}}, "dataset (checksum)"),
+                                             ({"params": {"dataset.scale": "1.0"}}, "pixel scale")])
+def test_members_of_different_data_are_one_line_and_record_nothing(members, capsys, differs, words):
     import mlflow
 
     uri, ids = members
     client = mlflow.MlflowClient(uri)
-    experiment = client.get_run(ids[0]).info.experiment_id
-    other = log_member(uri, "tiny-scaled", tiny(2), scale=1.0)
-    before = len(client.search_runs([experiment]))
-    capsys.readouterr()  # what logging the member printed
+    first = client.get_run(ids[0])
+    # A run like the first member but for its data (the check comes before any model is loaded).
+    tags = {**first.data.tags, **differs.get("tags", {})}
+    other = client.create_run(first.info.experiment_id, run_name="other-data",
+                              tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")}).info.run_id
+    for key, value in {**first.data.params, **differs.get("params", {})}.items():
+        client.log_param(other, key, value)
+    client.set_terminated(other, "FINISHED")
+    before = len(client.search_runs([first.info.experiment_id]))
     try:
         assert ensemble(ids[0], other, "--tracking-uri", uri, "--vote", "majority") == 2
+        assert len(client.search_runs([first.info.experiment_id])) == before
     finally:
         client.delete_run(other)
     err = capsys.readouterr().err
     assert err.startswith("error: the models were trained on different data") and err.count("\n") == 1
-    assert "pixel scale" in err
-    assert len(client.search_runs([experiment])) == before - 1
+    assert words in err and "other-data" in err
 
 
 @pytest.mark.parametrize("argv, words", [
