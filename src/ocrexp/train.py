@@ -162,6 +162,8 @@ def fetch_trial_checkpoint(cfg: DictConfig, slot, study: str, number: int) -> No
         found = slot.read()
         if found is not None and found.progress.trial == number:
             slot.resumed, slot.fetched_from = found, run_id
+        else:
+            slot.state_file.unlink(missing_ok=True)  # not that trial's: start over
 
 
 @contextlib.contextmanager
