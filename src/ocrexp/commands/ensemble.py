@@ -103,14 +103,14 @@ def run(args: argparse.Namespace) -> int:
     models = [load_model(f"runs:/{m.info.run_id}/model", uri) for m in members]
     check_members(models, [_short(m) for m in members])
     ensemble = build_ensemble(models, args.vote)
-    experiment = args.experiment or client.get_experiment(members[0].info.experiment_id).name
-    report, run_id, link, seconds_per_1000 = test_and_record(cfg, ensemble, members, args, uri, experiment)
     vote = "soft vote (averaged probabilities)" if args.vote == "soft" else "majority vote"
-    print(f"{len(members)} models, {vote}:")
+    print(f"{len(members)} models, {vote}:", flush=True)
     for m in members:
         accuracy = m.data.metrics.get(TEST_METRIC)
         print(f"  {m.info.run_id[:8]}  {m.info.run_name:<24}  {TEST_METRIC}="
-              + (f"{accuracy:.4f}" if accuracy is not None else "-"))
+              + (f"{accuracy:.4f}" if accuracy is not None else "-"), flush=True)
+    experiment = args.experiment or client.get_experiment(members[0].info.experiment_id).name
+    report, run_id, link, seconds_per_1000 = test_and_record(cfg, ensemble, members, args, uri, experiment)
     print(f"ensemble: test_accuracy={report['test_accuracy']:.4f} test_loss={report['test_loss']:.4f} on "
           f"{len(report['y_true']):,} test images, predict {seconds_per_1000:.3f} s per 1,000 images")
     print(f"MLflow run {run_id}: {link} (ocrexp ui)")
