@@ -41,9 +41,22 @@ def slurm() -> None:
         pytest.skip(f"no one-node SLURM cluster is up here ({reason}): sudo scripts/slurm-one-node start")
 
 
+@pytest.fixture(autouse=True)
+def no_job_left_behind(project):
+    """Cancel the test's SLURM jobs at its end: they outlive a sweep that a failing test killed."""
+    yield
+    if ids := job_ids(project):
+        subprocess.run(["scancel", *ids], capture_output=True)
+
+
+def job_ids(project: Project) -> list[str]:
+    """The ids of the SLURM jobs the project's sweeps submitted (submitit's folder per job)."""
+    return sorted((p.name for p in project.root.glob("multirun/*/*/.submitit/*") if p.name.isdigit()), key=int)
+
+
 def slurm_jobs(project: Project) -> dict[str, dict[str, str]]:
     """The sweep's SLURM jobs as sacct records them: job id -> {State, Start, End}."""
-    ids = sorted((p.name for p in project.root.glob("multirun/*/*/.submitit/*") if p.name.isdigit()), key=int)
+    ids = job_ids(project)
     if not ids:
         return {}
     out = subprocess.run(["sacct", "-X", "--noheader", "--parsable2", "-o", "JobID,State,Start,End",
