@@ -99,9 +99,6 @@ def test_every_trial_is_a_slurm_job_two_at_a_time_and_the_study_tracks_n_trials_
     assert most_at_once(jobs) == 2, jobs
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="a trial's job ignores scancel's SIGTERM: submitit's job process sets it to be ignored "
-                          "and ocrexp-train's task does not take it back (docs/slurm.md)")
 def test_scancel_of_a_trial_ends_its_run_killed_and_the_sweep_runs_the_trial_again(slurm, project, mnist):
     from ocrexp.tracking.store import ensure_store
     from tests.project import BIN

@@ -279,6 +279,10 @@ def _hydra_main(cfg: DictConfig) -> float | list[float]:
     console.quiet_libraries()  # again: a sweep's worker process starts here, before TensorFlow loads
     # The one place that reads the sweeper's job: everything below is handed it (or what follows from it).
     trial = TrialJob.from_env()
+    if trial is not None and _in_submitit_job():
+        # submitit's job ignores SIGTERM, which scancel sends before SIGKILL: end the run KILLED, so
+        # that the sweeper queues the trial again, as Ctrl-C does.
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         with console.run_lines_shown(trial is None):
             return train(cfg, trial=trial)
@@ -290,6 +294,19 @@ def _hydra_main(cfg: DictConfig) -> float | list[float]:
         if HydraConfig.get().mode == RunMode.MULTIRUN and trial is not None:
             raise JobInterrupted(interrupted(exc)[0]) from None
         raise
+
+
+def _in_submitit_job() -> bool:
+    """Whether this process is a job submitit started (hydra/launcher=slurm or submitit_local)."""
+    try:
+        import submitit
+    except ImportError:
+        return False
+    try:
+        submitit.JobEnvironment()
+    except RuntimeError:  # "not in a submitit job"
+        return False
+    return True
 
 
 def main() -> None:
