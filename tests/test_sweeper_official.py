@@ -330,6 +330,17 @@ def test_params_win_over_the_older_search_space_block_with_one_warning(caplog):
         "search_space"]
 
 
+def test_a_dumped_official_config_with_null_params_reads_its_search_space(examples):
+    from hydra_plugins.ocrexp_optuna_sweeper._impl import OptunaSweeperImpl
+    from ocrexp.config import plain
+
+    sweeper, _ = compose_sweeper(examples, "hydra.sweeper.params=null", "hydra.sweeper.custom_search_space=null",
+                                 config="older")
+    options = {k: v for k, v in plain(sweeper).items() if k not in ("_target_", "_recursive_")}
+    assert OptunaSweeperImpl(**options)._params() == {"x": "interval(-5.0, 5.0)", "y": "choice(-5, 0, 5)",
+                                                       "z": "range(1, 9, 2)"}
+
+
 def test_a_config_that_keeps_the_official_target_line_runs_and_says_to_delete_it(examples, tmp_path):
     out = sweep(examples, tmp_path, f"hydra.sweeper._target_={OFFICIAL_SWEEPER}", "hydra.sweeper.n_trials=3")
     assert len(by_state(load_study(tmp_path))["COMPLETE"]) == 3

@@ -3,7 +3,8 @@
 Such a config, switched to ``hydra/sweeper: ocrexp_optuna``, keeps ``hydra.sweeper._target_:
 hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper``, and Hydra builds the sweeper from
 that line: it would fail (that package is not installed) or run the official sweeper on ocrexp's
-keys. The ``ocrexp_optuna`` config adds this Hydra callback, which runs before the sweeper is built:
+keys. The ``ocrexp_optuna`` config adds this Hydra callback, which runs before the sweeper is built
+(``on_multirun_start`` comes first in Hydra 1.3.8's ``multirun``; tests/test_sweeper_official.py fails if not):
 it points ``_target_`` back at ocrexp's sweeper and says to delete the line. The rest of the config
 is already ocrexp's (its keys were checked against ``OcrexpOptunaSweeperConf``), so running is right.
 """

@@ -129,7 +129,7 @@ class OcrexpOptunaSweeperConf:
     # Search space: key -> choice(...), range(...), interval(...), tag(log, ...), int(...), a fixed
     # value, or {type: float|int|categorical, low, high, step, log, choices}. Command-line
     # overrides of the same key replace an entry.
-    params: Dict[str, Any] = field(default_factory=dict)
+    params: Optional[Dict[str, Any]] = field(default_factory=dict)
     # The official sweeper's older form, {key: {type, low, high, ...}}: read as params.
     search_space: Optional[Dict[str, Any]] = None
     # Dotted path of a function configure(cfg, trial) that suggests more parameters once the
