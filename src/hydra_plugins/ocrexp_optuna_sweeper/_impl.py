@@ -154,7 +154,8 @@ class OptunaSweeperImpl:
         trials = self.study.get_trials(deepcopy=False)
         shared = _study.is_server_url(self.url) or any(
             t.state == TrialState.RUNNING and ownership.orphan_reason(t) is None for t in trials)
-        seed = _study.effective_seed(opts.seed if spec.get("seed") is None else spec["seed"], len(trials), shared)
+        self.base_seed = opts.seed if spec.get("seed") is None else spec["seed"]
+        seed = _study.effective_seed(self.base_seed, len(trials), shared)
         self.sampler = self.study.sampler = _sampler.make_sampler({**spec, "seed": seed}, None, space)
         self.n_trials = opts.n_trials
         if type(self.sampler).__name__ == "GridSampler":
@@ -227,7 +228,7 @@ class OptunaSweeperImpl:
                        "optuna.directions": ",".join(self.directions), "optuna.storage": redact(self.url),
                        "optuna.metric": ",".join(self.metric_names)})
         tags = {"optuna.n_trials": self.n_trials, "optuna.sampler_config": self.sampler_spec,
-                "optuna.pruner_config": plain(self.opts.pruner), "optuna.seed": self.opts.seed}
+                "optuna.pruner_config": plain(self.opts.pruner), "optuna.seed": self.base_seed}
         parent.start(params, tags)
         log.info("%s %s", "Reopened" if parent.resumed else "Created", parent.url_hint)
         return parent
