@@ -85,8 +85,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Choose the members, combine them, test the ensemble, record it and print what it scored."""
-    import mlflow
-
     from ocrexp.commands.reproduce import load_run_config
     from ocrexp.models.ensemble import build_ensemble, check_members
     from ocrexp.models.io import load_model
@@ -95,8 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_combination(args)
     uri = args.tracking_uri or tracking_uri()
-    refs.check_store(uri)
-    client = mlflow.MlflowClient(uri)
+    client = refs.store_client(uri)
     members = choose_members(client, args, uri)
     _check_same_training_data(members)
     cfg = load_run_config(members[0].info.run_id, uri)
@@ -176,11 +173,11 @@ def sweep_members(client, ref: str, uri: str, top: int, metric: str | None) -> l
 def filtered_members(client, filter_string: str, uri: str, top: int, metric: str, experiment: str | None) -> list:
     """The ``top`` best (by ``metric``) finished runs of ``experiment`` that match ``filter_string`` and
     logged a model of their own; ensembles are left out (name one to nest it)."""
-    from ocrexp.commands.runs import _experiment_id, _search
+    from ocrexp.commands.runs import experiment_id_of, search
     from ocrexp.config import TrackingConf
 
     experiment = experiment or TrackingConf.experiment_name
-    runs = _search(client, _experiment_id(client, experiment, uri), filter_string, NEWEST_FIRST, None, uri,
+    runs = search(client, experiment_id_of(client, experiment, uri), filter_string, NEWEST_FIRST, None, uri,
                    scope="attributes.status = 'FINISHED'")
     models = [r for r in runs if r.data.tags.get(MODEL_TAG) == f"runs:/{r.info.run_id}/model"
               and ENSEMBLE_TAG not in r.data.tags]

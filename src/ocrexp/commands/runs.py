@@ -79,16 +79,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the table, the groups, the diff or the sweep the arguments ask for."""
-    import mlflow
-
     from ocrexp.config import TrackingConf
     from ocrexp.tracking import refs
     from ocrexp.tracking.store import tracking_uri
 
     _check_combination(args)
     uri = args.tracking_uri or tracking_uri()
-    refs.check_store(uri)
-    client = mlflow.MlflowClient(uri)
+    client = refs.store_client(uri)
     metrics, params = _names(args.metrics), _names(args.params)
     if args.sweep:
         table, text = sweep_listing(client, args.sweep, uri, metrics, params, args.filter, args.limit)
@@ -100,12 +97,12 @@ def run(args: argparse.Namespace) -> int:
         from ocrexp.tracking import liveness
 
         experiment = args.experiment or TrackingConf.experiment_name
-        experiment_id = _experiment_id(client, experiment, uri)
+        experiment_id = experiment_id_of(client, experiment, uri)
         liveness.close_dead_runs(client, [experiment_id])  # so that no dead run shows as RUNNING
         order = _order_by(args.sort, params)
         limit = DEFAULT_LIMIT if args.limit is None else args.limit
         # Groups need all their runs for honest statistics; --limit then counts groups.
-        runs = _search(client, experiment_id, args.filter, order, None if args.group_by or limit == 0 else limit, uri)
+        runs = search(client, experiment_id, args.filter, order, None if args.group_by or limit == 0 else limit, uri)
         if args.group_by:
             table = group_table(runs, args.group_by, metrics, params, _metric_sorted(order[0], metrics))
             table.rows = table.rows[:limit or None]
@@ -142,7 +139,7 @@ def sweep_listing(client, ref: str, uri: str, metrics: list[str], params: list[s
     objectives = [m for m in logged.get(METRIC_PARAM, "").split(",") if m]
     maximize = directions[0] == "maximize" if len(directions) == 1 else None
     params = params or sorted(k[len(SPACE_PARAM):] for k in logged if k.startswith(SPACE_PARAM))
-    trials = _search(client, parent.info.experiment_id, filter_string, ["attributes.start_time ASC"], None, uri,
+    trials = search(client, parent.info.experiment_id, filter_string, ["attributes.start_time ASC"], None, uri,
                      scope=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
     history = _mlflow_call(lambda: client.get_metric_history(parent.info.run_id, TRIAL_VALUE), uri)
     values = {m.step: m.value for m in history}
@@ -209,7 +206,7 @@ def _closing_dead(client, runs: list) -> list:
 
 
 # -- finding runs ------------------------------------------------------------------------------
-def _experiment_id(client, name: str, uri: str) -> str:
+def experiment_id_of(client, name: str, uri: str) -> str:
     experiment = _mlflow_call(lambda: client.get_experiment_by_name(name), uri)
     if experiment is None:
         names = sorted(e.name for e in _mlflow_call(lambda: client.search_experiments(), uri))
@@ -218,7 +215,7 @@ def _experiment_id(client, name: str, uri: str) -> str:
     return experiment.experiment_id
 
 
-def _search(client, experiment_id: str, filter_string: str, order_by: list[str], limit: int | None, uri: str,
+def search(client, experiment_id: str, filter_string: str, order_by: list[str], limit: int | None, uri: str,
             scope: str = "") -> list:
     """Runs matching the filter (and ``scope``, a clause of ours) in order, up to ``limit`` (None: all),
     page by page."""

@@ -93,15 +93,20 @@ def find_run(client, ref: str, uri: str, experiment_ids: list[str] | None = None
                       "`ocrexp runs` lists the runs.")
 
 
-def resolve_run(ref: str, uri: str):
-    """The run ``ref`` names in the store at ``uri``, which must exist (``check_store``)."""
+def store_client(uri: str):
+    """An ``MlflowClient`` reading the store at ``uri``, once ``check_store`` has found one there."""
     import mlflow
 
     from ocrexp.tracking import store_process
 
     check_store(uri)
     store_process.install()  # ocrexp-train and ocrexp-eval may have started one
-    return find_run(mlflow.MlflowClient(uri), ref, uri)
+    return mlflow.MlflowClient(uri)
+
+
+def resolve_run(ref: str, uri: str):
+    """The run ``ref`` names in the store at ``uri``, which must exist (``check_store``)."""
+    return find_run(store_client(uri), ref, uri)
 
 
 def resolve_model_uri(model_uri: str, tracking_uri: str) -> str:
