@@ -148,7 +148,7 @@ def download(uri: str, run_id: str, folder: Path) -> bool:
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         fetched = Path(mlflow.MlflowClient(uri).download_artifacts(run_id, source, tmp))
         for file in fetched.iterdir():
-            os.replace(file, folder / file.name)  # state.npz last is not needed: the caller reads after
+            os.replace(file, folder / file.name)
     return True
 
 
