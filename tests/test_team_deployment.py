@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.project import BIN
-from tests.servers import start_mlflow_server, stop_mlflow_server
+from tests.servers import start_mlflow_server, stop_mlflow_server, wait_until
 from tests.test_checkpoints_on_server import env, machine
 from tests.test_sweeper import postgres_url  # noqa: F401  (the fixture: a throw-away PostgreSQL server)
 from tests.toy_sweep import kill_group
@@ -50,10 +50,17 @@ def test_two_workers_on_one_postgresql_study_and_one_tracking_server_run_each_tr
         workers = [machine(tmp_path / f"worker{i}", shared_data_dir) for i in (1, 2)]
         sweep = ["ocrexp-train", "-m", "hparams_search=cnn_optuna", "debug=fast", f"hydra.sweeper.storage={storage}",
                  "hydra.sweeper.study_name=team", f"hydra.sweeper.n_trials={N_TRIALS}"]
-        procs = [subprocess.Popen([str(BIN / sweep[0]), *sweep[1:]], cwd=w.root, env=env(w, server.uri),
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-                 for w in workers]
+        client = mlflow.MlflowClient(server.uri)
+        procs = []
         try:
+            for w in workers:
+                procs.append(subprocess.Popen([str(BIN / sweep[0]), *sweep[1:]], cwd=w.root, env=env(w, server.uri),
+                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                              start_new_session=True))
+                # The second starts once the first has logged the study's parent run: two workers opening
+                # it at the same instant collide on its params in a PostgreSQL-backed MLflow (the sweeper
+                # checks, then inserts).
+                assert wait_until(lambda: procs[0].poll() is not None or parent_ready(client), timeout=300)
             outputs = [p.communicate(timeout=900)[0] for p in procs]
         finally:
             for p in procs:
@@ -67,7 +74,6 @@ def test_two_workers_on_one_postgresql_study_and_one_tracking_server_run_each_tr
         others = [t for t in study.trials if t not in finished]
         assert all(t.state.name == "FAIL" and t.user_attrs["ocrexp.fail_kind"] == "surplus" for t in others)
 
-        client = mlflow.MlflowClient(server.uri)
         experiment = client.get_experiment_by_name("ocrexp")
         runs = client.search_runs([experiment.experiment_id])
         trial_runs = [r for r in runs if "optuna.trial_number" in r.data.tags]
@@ -102,6 +108,12 @@ def test_two_workers_on_one_postgresql_study_and_one_tracking_server_run_each_tr
         assert len(json.loads(read)) == 1, read
     finally:
         stop_mlflow_server(server)
+
+
+def parent_ready(client) -> bool:
+    experiment = client.get_experiment_by_name("ocrexp")
+    parents = client.search_runs([experiment.experiment_id], "tags.`ocrexp.role` = 'optuna-study'") if experiment else []
+    return bool(parents) and "optuna.storage" in parents[0].data.params and "ocrexp.role" in parents[0].data.tags
 
 
 def write_test_digit(data_dir, path) -> None:
