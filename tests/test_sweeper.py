@@ -467,3 +467,31 @@ def test_four_sweeps_started_together_share_one_study_and_one_mlflow_parent(app,
     experiment = client.get_experiment_by_name("ocrexp")
     parents = client.search_runs([experiment.experiment_id], "tags.`ocrexp.role` = 'optuna-study'")
     assert len(parents) == 1 and parents[0].data.metrics["trials_complete"] == 12
+
+
+def test_a_parent_run_whose_params_another_worker_logged_first_starts_all_the_same(tmp_path, monkeypatch):
+    """Two workers starting one study at the same instant both log the parent's params; a PostgreSQL-
+    backed MLflow refuses the second batch (SQLite takes it), and the second worker goes on."""
+    import optuna
+    from mlflow.exceptions import MlflowException
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.ocrexp_optuna_sweeper._mlflow import StudyRun
+
+    monkeypatch.setenv("OCREXP_ROOT", str(tmp_path))
+    tracking = OmegaConf.create({"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment_name": "ocrexp"})
+    parent = StudyRun(tracking, optuna.create_study(), "race")
+    real = parent.client.log_batch
+    raced = []
+
+    def other_worker_first(run_id, params=(), **kwargs):
+        if params and not raced:
+            raced.append(True)
+            real(run_id, params=params[:1])  # the other worker's batch lands first
+            raise MlflowException("duplicate key value violates unique constraint \"param_pk\"")
+        return real(run_id, params=params, **kwargs)
+
+    monkeypatch.setattr(parent.client, "log_batch", other_worker_first)
+    parent.start({"space.x": "interval(0, 1)", "sampler": "tpe"}, {"optuna.study": "race"})
+    assert raced and parent.client.get_run(parent.run_id).data.params == {"space.x": "interval(0, 1)",
+                                                                          "sampler": "tpe"}

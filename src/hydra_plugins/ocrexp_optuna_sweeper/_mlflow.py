@@ -87,8 +87,23 @@ class StudyRun:
             log.warning("MLflow parent run %s keeps its first values of %s (changed since)", self.run_id,
                         ", ".join(changed))
         for i in range(0, len(new), 100):
-            self.client.log_batch(self.run_id, params=new[i:i + 100])
+            self._log_params(new[i:i + 100])
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def _log_params(self, params: list) -> None:
+        """Log ``params``, some of which another worker starting the same study may log first: SQLite
+        takes the same value twice, a PostgreSQL-backed store refuses the whole batch."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.log_batch(self.run_id, params=params)
+        except MlflowException:
+            logged = self.client.get_run(self.run_id).data.params
+            rest = [p for p in params if p.key not in logged]
+            if len(rest) == len(params):  # nothing was logged by another worker: a real failure
+                raise
+            if rest:
+                self.client.log_batch(self.run_id, params=rest)
 
     def child_run_id(self, number: int) -> str | None:
         with self._lock:
