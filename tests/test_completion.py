@@ -55,6 +55,7 @@ def complete(project: Project, line: str, **env: str) -> list[str]:
     return [offer.rstrip(" ") for offer in out.read_text().split("\n") if offer]
 
 
+@pytest.mark.slow
 def test_a_run_id_prefix_completes_to_the_short_id_ocrexp_runs_shows(store):
     run_id = store.ids["vgg16-mnist"]
     for command in ("reproduce", "resume", "export", "runs --diff"):

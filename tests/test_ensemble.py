@@ -154,6 +154,7 @@ def recorded(members):
     return run, out.getvalue()
 
 
+@pytest.mark.slow
 def test_the_ensemble_is_recorded_as_a_run_with_its_members_metrics_plots_and_model(members, recorded):
     import mlflow
 
@@ -174,6 +175,7 @@ def test_the_ensemble_is_recorded_as_a_run_with_its_members_metrics_plots_and_mo
     assert "s per 1,000 images" in out and f"MLflow run {run.info.run_id}" in out
 
 
+@pytest.mark.slow
 def test_the_recorded_model_is_the_members_soft_vote_and_loads_as_any_model_does(members, recorded, tmp_path,
                                                                                 capsys):
     from ocrexp.cli import main
@@ -197,6 +199,7 @@ def test_the_recorded_model_is_the_members_soft_vote_and_loads_as_any_model_does
     assert capsys.readouterr().out.startswith(str(digit))
 
 
+@pytest.mark.slow
 def test_filter_and_top_take_the_best_runs_by_the_metric_and_leave_ensembles_out(members, recorded):
     import mlflow
 
@@ -212,6 +215,7 @@ def test_filter_and_top_take_the_best_runs_by_the_metric_and_leave_ensembles_out
     assert losses == sorted(losses)
 
 
+@pytest.mark.slow
 def test_sweep_and_top_take_its_best_complete_trials_by_the_studys_value(members, capsys):
     import mlflow
 
@@ -247,6 +251,7 @@ def test_sweep_and_top_take_its_best_complete_trials_by_the_studys_value(members
         client.delete_run(parent.info.run_id)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("differs, words", [({"tags": {"ocrexp.dataset.checksum": "0123abcd"}}, "dataset (checksum)"),
                                              ({"params": {"dataset.scale": "1.0"}}, "pixel scale")])
 def test_members_of_different_data_are_one_line_and_record_nothing(members, capsys, differs, words):
@@ -280,6 +285,7 @@ def test_members_of_different_data_are_one_line_and_record_nothing(members, caps
     (["--sweep", "s"], "--top K"),
     (["--filter", "attributes.run_name LIKE 'tiny-%'", "--top", "5"], "or fewer"),
 ])
+@pytest.mark.slow
 def test_a_mistake_in_choosing_the_members_is_one_line(members, capsys, argv, words):
     uri, _ = members
     assert ensemble(*argv, "--tracking-uri", uri) == 2

@@ -85,6 +85,7 @@ def test_the_older_search_space_entries_read_as_params_that_mean_the_same(entry,
 
 # -- the examples ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_sphere_example_with_its_storage_and_study_name_and_overrides_beside_params(examples, tmp_path):
     # The official example's run with a storage, a study name and `x=choice(0, 1, 2) y=0` on the
     # command line: x searched from the command line, y fixed (no parameter), its result in the file.
@@ -112,6 +113,7 @@ def test_the_sphere_example_searches_its_params_and_repeats_with_the_samplers_se
     assert results(tmp_path / "a")["best_params"].keys() == {"x", "y"}
 
 
+@pytest.mark.slow
 def test_the_grid_sampler_by_group_runs_each_point_once_and_lowers_n_trials(examples, tmp_path):
     out = sweep(examples, tmp_path, "hydra/sweeper/sampler=grid", "x=choice(-1, 1)", "y=range(-1.0, 1.0, step=1)",
                 "z=choice(foo, bar)")
@@ -130,6 +132,7 @@ def _dominates(a: list[float], b: list[float]) -> bool:
     ((), 0.5),  # the config: nsgaii, range(0, 5, step=0.5)
     (("hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=123", "x=range(0, 5)", "y=range(0, 3)"), 1),
 ])
+@pytest.mark.slow
 def test_the_binh_korn_example_writes_its_pareto_front_as_solutions(examples, tmp_path, overrides, step):
     out = sweep(examples, tmp_path, "--config-name=binh_korn", *overrides)
     study = load_study(tmp_path)
@@ -243,6 +246,7 @@ def test_a_custom_search_space_mistake_is_one_sentence_before_any_trial(examples
     assert not list(tmp_path.glob("mlruns/optuna/*.journal"))
 
 
+@pytest.mark.slow
 def test_custom_search_space_with_pruning_two_workers_and_resume(app, tmp_path, monkeypatch):
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "toy_space.py").write_text(
