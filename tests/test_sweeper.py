@@ -495,3 +495,12 @@ def test_a_parent_run_whose_params_another_worker_logged_first_starts_all_the_sa
     parent.start({"space.x": "interval(0, 1)", "sampler": "tpe"}, {"optuna.study": "race"})
     assert raced and parent.client.get_run(parent.run_id).data.params == {"space.x": "interval(0, 1)",
                                                                           "sampler": "tpe"}
+
+
+def test_a_study_storage_that_stops_answering_ends_the_sweep_in_one_line(app, tmp_path):
+    db = tmp_path / "study.db"
+    out = sweep(app, tmp_path, f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.n_trials=4",
+                "break_storage_at=1", ok=False)
+    assert "Traceback" not in out, out[-4000:]
+    assert f"the study's storage sqlite:///{db} stopped answering (" in out, out[-4000:]
+    assert "run the same command again once it answers" in out

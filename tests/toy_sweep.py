@@ -64,6 +64,10 @@ def main(cfg) -> float:
         released = wait_for(lambda: sum(e["number"] != number for e in lines("EVENTS_FILE")) >= cfg.wait_for_others)
     if cfg.rendezvous:  # every trial waits until trials run in this many processes at once
         released = wait_for(lambda: len({e["pid"] for e in lines("EVENTS_STARTS")}) >= cfg.rendezvous, 30.0)
+    if number == cfg.break_storage_at:  # the study's database goes away: its file is no database any more
+        with open(job.storage.removeprefix("sqlite:///"), "r+b") as db:
+            db.write(b"gone" * 1024)
+        return 0.0
     reporter = trial_reporter(job, "score")
     value = base = float("nan") if cfg.nan_above is not None and cfg.x > cfg.nan_above else 0.0
     for step in range(1, cfg.steps + 1):
@@ -96,6 +100,7 @@ slow_seconds: 0.0
 wait_for_others: 0
 rendezvous: 0
 objectives: 1
+break_storage_at: null
 optimized_metric: score
 hydra:
   sweep:

@@ -103,7 +103,7 @@ class OptunaSweeperImpl:
                          n_jobs=self.n_jobs, n_values=len(self.directions), max_failures=self.max_failures,
                          timeout=self.opts.timeout, requeue=self.opts.requeue_orphans, on_interrupt=_pass_on,
                          extend=self.custom.apply if self.custom else None, grace_s=JOBS_GRACE_S)
-        status = "FINISHED"
+        status, lost = "FINISHED", None
         try:
             loop.run()
         except KeyboardInterrupt as exc:
@@ -112,12 +112,23 @@ class OptunaSweeperImpl:
                 loop.interrupted, self.opts.requeue_orphans))
             # a clean exit status (the shell's 128 + signal number), without Hydra's traceback
             raise SystemExit(143 if isinstance(exc, Terminated) else 130) from None
-        except BaseException:
+        except BaseException as exc:
             status = "FAILED"
-            raise
+            if not _storage_failed(exc):
+                raise
+            lost = exc
         finally:
             status = "FAILED" if loop.stop_reason == "failures" else status
-            self._finish(loop.stop_reason, status)
+            try:
+                self._finish(loop.stop_reason, status)
+            except Exception as exc:  # with the storage gone, the results file and parent run wait for the rerun
+                if lost is None and not _storage_failed(exc):
+                    raise
+                lost = lost or exc
+        if lost is not None:
+            raise SweeperError(f"the study's storage {redact(str(self.url))} stopped answering ({_first_line(lost)}); run "
+                               "the same command again once it answers: the study goes on, and trials left "
+                               "RUNNING are queued again.")
         if loop.stop_reason == "failures":
             raise SweeperError(self._failure_sentence())
         if loop.stop_reason == "timeout":
@@ -351,3 +362,23 @@ def _interrupt_children() -> None:
             os.kill(child, signal.SIGINT)
         except OSError:  # ended meanwhile
             continue
+
+
+def _storage_failed(exc: BaseException) -> bool:
+    """Whether the study's storage stopped answering (a database gone away), not the sweep's own bug."""
+    import optuna
+
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        return True
+    try:
+        from sqlalchemy.exc import OperationalError
+    except ImportError:
+        return False
+    return isinstance(exc, OperationalError)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of what went wrong: the database's own words when Optuna wrapped them."""
+    exc = exc.__cause__ or exc
+    text = str(exc).strip()
+    return (text.splitlines()[0].strip() if text else type(exc).__name__).rstrip(".")
