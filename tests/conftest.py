@@ -20,6 +20,12 @@ from tests.project import REPO, Project
 from tests.toy_sweep import write_app
 
 
+# A process started in the background by a non-interactive shell (`cmd &`) inherits SIGINT ignored,
+# and passes that on to what it starts: the tests that send Ctrl-C to a sweep or a run need it live.
+# A handler set here is reset to the default in every child the tests start.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # Programs (or ``python -m`` packages) that tests start and that must not outlive the session.
 SERVER_AND_JOB_PROGRAMS = {"ocrexp", "ocrexp-train", "ocrexp-eval", "mlflow", "uvicorn", "gunicorn", "huey",
                            "optuna-dashboard", "optuna_dashboard"}
