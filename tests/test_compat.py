@@ -9,6 +9,7 @@ using it, fails here rather than going unnoticed.
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -27,7 +28,8 @@ PRIVATE_MODULES = ("keras.src", "tensorflow.python", "tensorflow.core", "hydra._
 PRIVATE_NAMES = {"_trial_id", "_study_id", "_storage", "_sample", "_get_trials", "_is_multi_objective",
                  "_return_value", "_active_run_stack", "_symbolic_build", "_get_source_type", "_value",
                  "_get_node", "_learning_rate", "run_and_report", "warn_dependency_requirement_mismatches",
-                 "_tracking_store_registry"}
+                 "_tracking_store_registry",
+                 "_parse_overrides_and_create_caching_repo"}
 
 
 def _private_uses(text: str, where: str) -> list[str]:
@@ -245,6 +247,46 @@ def test_hydra_mains_flag_mistakes_go_to_the_replacement_report(capfd, monkeypat
     assert stopped.value.code == 2
     err = capfd.readouterr().err.strip()
     assert err == "error: app: unrecognized arguments: --no-such-flag; `app --help` lists what it takes.", err
+
+def test_help_lists_the_config_groups_from_one_copy_of_the_repository(capsys, monkeypatch, tmp_path):
+    import hydra
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ocrexp.compat.hydra import help_lists_groups_once
+
+    made = []
+    original = ConfigLoaderImpl._parse_overrides_and_create_caching_repo
+
+    def counted(loader, config_name, overrides):
+        made.append(config_name)
+        return original(loader, config_name, overrides)
+
+    for option in ("apple", "pear"):
+        (tmp_path / "fruit").mkdir(exist_ok=True)
+        (tmp_path / "fruit" / f"{option}.yaml").write_text("sweet: true\n")
+
+    @hydra.main(version_base="1.3", config_path=str(tmp_path), config_name=None)
+    def app(cfg):
+        raise AssertionError("--help should stop Hydra before the task")
+
+    def help_text(hook) -> tuple[str, int]:
+        monkeypatch.setattr(ConfigLoaderImpl, "_parse_overrides_and_create_caching_repo", counted)
+        made.clear()
+        # Hydra's logging setup would leave handlers on pytest's captured stderr: keep it off.
+        monkeypatch.setattr(sys, "argv", ["app", "--help", "hydra/job_logging=none", "hydra/hydra_logging=none"])
+        try:
+            with hook(), pytest.raises(SystemExit):
+                app()
+        finally:
+            GlobalHydra.instance().clear()
+        return capsys.readouterr().out, len(made)
+
+    plain, copies_plain = help_text(contextlib.nullcontext)
+    shared, copies_shared = help_text(help_lists_groups_once)
+    assert "fruit: apple, pear" in plain and shared == plain
+    assert copies_plain > 20 and copies_shared <= 2, (copies_plain, copies_shared)
+
 
 # -- MLflow's tracking-store registry (the store server, ocrexp.tracking.store_process) ---------------
 

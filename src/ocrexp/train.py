@@ -24,6 +24,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ocrexp import config, console
+from ocrexp.compat.hydra import help_lists_groups_once
 from ocrexp.errors import OcrexpError, exit_with_error, interrupted, raise_terminated
 from ocrexp.hydra_errors import one_line_errors
 from ocrexp.paths import conf_dir
@@ -318,7 +319,7 @@ def main() -> None:
     store_process.enable()  # this process is the command's own: a store server may fork from it
     signal.signal(signal.SIGTERM, raise_terminated)  # end the MLflow run as KILLED, like Ctrl-C
     try:
-        with one_line_errors():
+        with one_line_errors(), help_lists_groups_once():
             _hydra_main()
     except KeyboardInterrupt as exc:  # the run (if any) has ended as KILLED: one line, not a traceback
         message, status = interrupted(exc)

@@ -91,3 +91,49 @@ def usage_errors_replaced(on_error: Callable[[str], Any]) -> Iterator[None]:
         yield
     finally:
         module.get_args_parser = original
+
+
+@contextmanager
+def help_lists_groups_once() -> Iterator[None]:
+    """Within this block, ``--help`` lists the config groups from one copy of the config repository.
+
+    Hydra's ``app_help`` asks its config loader for each group's options, twice per group, and every
+    ask deep-copies the whole repository (ConfigStore included) through the private
+    ``ConfigLoaderImpl._parse_overrides_and_create_caching_repo``; with the sweeper's nodes that is
+    most of ``--help``'s time (docs/performance.md). While ``Hydra.app_help`` runs, nothing is added to
+    the repository, so one copy per (config name, overrides) answers every ask the same. When either
+    private name is gone the block changes nothing (help is only slower) and the hook's test fails.
+    Checked with hydra-core 1.3.2 to 1.3.8.
+    """
+    try:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra._internal.hydra import Hydra
+    except ImportError:
+        yield
+        return
+    app_help = getattr(Hydra, "app_help", None)
+    make_repo = getattr(ConfigLoaderImpl, "_parse_overrides_and_create_caching_repo", None)
+    if app_help is None or make_repo is None:
+        yield
+        return
+
+    def help_sharing_one_repo(self, *args, **kwargs):
+        made: dict = {}
+
+        def repo_once(loader, config_name, overrides):
+            key = (id(loader), config_name, tuple(overrides))
+            if key not in made:
+                made[key] = make_repo(loader, config_name, overrides)
+            return made[key]
+
+        ConfigLoaderImpl._parse_overrides_and_create_caching_repo = repo_once
+        try:
+            return app_help(self, *args, **kwargs)
+        finally:
+            ConfigLoaderImpl._parse_overrides_and_create_caching_repo = make_repo
+
+    Hydra.app_help = help_sharing_one_repo
+    try:
+        yield
+    finally:
+        Hydra.app_help = app_help
