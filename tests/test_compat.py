@@ -252,6 +252,7 @@ def test_help_lists_the_config_groups_from_one_copy_of_the_repository(capsys, mo
     import hydra
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     from ocrexp.compat.hydra import help_lists_groups_once
 
@@ -275,6 +276,8 @@ def test_help_lists_the_config_groups_from_one_copy_of_the_repository(capsys, mo
         made.clear()
         # Hydra's logging setup would leave handlers on pytest's captured stderr: keep it off.
         monkeypatch.setattr(sys, "argv", ["app", "--help", "hydra/job_logging=none", "hydra/hydra_logging=none"])
+        # Help sets HydraConfig, which later tests must find unset.
+        monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)
         try:
             with hook(), pytest.raises(SystemExit):
                 app()
