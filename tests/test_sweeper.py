@@ -234,6 +234,7 @@ def test_a_trial_is_never_pruned_after_its_last_epoch_and_a_resumed_one_replays_
     assert study.trials[0].intermediate_values == {1: 0.2, 2: 0.5, 3: 0.5, 4: 0.6}
 
 
+@pytest.mark.slow
 def test_a_job_whose_trial_the_sweep_ended_stops_and_its_run_ends_killed_saying_why(tmp_path):
     # A sweep that took the job for a dead one (or was interrupted) has failed the trial and queued
     # its parameters again: the job's next report is refused, and the job stops with the reason.
@@ -272,12 +273,14 @@ def sweep_with_shipped_pruner(app, tmp_path, search: str) -> dict:
     return states
 
 
+@pytest.mark.slow
 def test_the_shipped_hyperband_config_prunes_most_trials_early(app, tmp_path):
     states = sweep_with_shipped_pruner(app, tmp_path, "cnn_optuna_hyperband")
     assert len(states["PRUNED"]) >= 6, "the shipped Hyperband settings should stop most trials"
     assert all(max(t.intermediate_values) <= 3 for t in states["PRUNED"])  # both brackets decide by epoch 3
 
 
+@pytest.mark.slow
 def test_the_shipped_rung_rank_config_prunes_most_trials_early(app, tmp_path):
     # The toy trials rise linearly, so ranks never change: after the first few, only a trial that
     # beats the quarter of all before it at epoch 1 goes on.
@@ -305,6 +308,7 @@ def test_too_many_failures_stop_the_sweep_with_one_sentence(app, tmp_path):
     assert "3 trials" in line and "max_failure_rate=0.5 of n_trials=4 allows (2)" in line and "ValueError" in line
 
 
+@pytest.mark.slow
 def test_two_objectives_give_a_pareto_front(app, tmp_path):
     import yaml
 
@@ -497,6 +501,7 @@ def test_a_parent_run_whose_params_another_worker_logged_first_starts_all_the_sa
                                                                           "sampler": "tpe"}
 
 
+@pytest.mark.slow
 def test_a_study_storage_that_stops_answering_ends_the_sweep_in_one_line(app, tmp_path):
     db = tmp_path / "study.db"
     out = sweep(app, tmp_path, f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.n_trials=4",

@@ -100,6 +100,7 @@ def test_the_sphere_example_with_its_storage_and_study_name_and_overrides_beside
     assert "y" not in found["best_params"] and "TPESampler (seed 123)" in out
 
 
+@pytest.mark.slow
 def test_the_sphere_example_searches_its_params_and_repeats_with_the_samplers_seed(examples, tmp_path):
     def trials(root):
         root.mkdir()
@@ -216,6 +217,7 @@ x: 1
 
 # -- custom_search_space -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_custom_search_space_suggests_after_the_params_and_sees_the_fixed_ones(examples, tmp_path):
     # The official example, with max_z_difference_from_x=0.3 and y fixed on the command line.
     out = sweep(examples, tmp_path, "--config-name=custom", "hydra.sweeper.n_trials=10", "max_z_difference_from_x=0.3",
@@ -305,6 +307,7 @@ def test_max_failure_rate_zero_stops_at_the_first_failure_naming_its_error(examp
     assert "RuntimeError: cfg.error is True" in line
 
 
+@pytest.mark.slow
 def test_max_failure_rate_one_replaces_failed_trials_until_more_than_n_trials_have_failed(examples, tmp_path):
     out = sweep(examples, tmp_path, "+error=true", "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.n_trials=3",
                 ok=False)

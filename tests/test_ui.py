@@ -152,6 +152,7 @@ def test_the_error_quoted_is_from_this_start_of_the_server_not_an_earlier_one(tm
 SERVE = "import sys; from ocrexp.commands._server import serve; sys.exit(serve(sys.argv[1:], grace=1))"
 
 
+@pytest.mark.slow
 def test_serve_kills_a_server_that_ignores_the_stop_signal_after_the_grace_period():
     proc = subprocess.Popen([sys.executable, "-c", SERVE, "sh", "-c", "trap '' TERM INT HUP; sleep 300 & sleep 300"])
     sid = None

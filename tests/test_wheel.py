@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds and installs the wheel
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -109,7 +111,6 @@ def installed_with_dependencies(wheel, tmp_path_factory) -> Iterator[Path]:
     shutil.rmtree(env)
 
 
-@pytest.mark.slow
 def test_wheel_installed_with_its_declared_dependencies_trains_outside_the_checkout(installed_with_dependencies,
                                                                                      tmp_path, mnist):
     train = subprocess.run([str(installed_with_dependencies.parent / "ocrexp-train"), "debug=fast",

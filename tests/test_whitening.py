@@ -48,6 +48,7 @@ def test_the_frozen_first_layer_of_the_speedrun_stem_whitens_what_it_sees_throug
     assert np.allclose(cov - np.diag(np.diag(cov)), 0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_a_whitened_run_trains_everything_but_the_first_layer():
     from tests.training import fit
 
