@@ -30,7 +30,6 @@ class OneLineParser(argparse.ArgumentParser):
     the ``--help`` that lists what it takes (argparse prints the whole usage block first)."""
 
     def error(self, message: str) -> NoReturn:
-        message = message.replace("invalid _non_negative value", "invalid value")
         print_error(f"{self.prog}: {message}; `{self.prog} --help` lists what it takes.")
         sys.exit(USAGE_EXIT)
 

@@ -31,6 +31,7 @@ import argparse
 import time
 
 from ocrexp.commands import _complete
+from ocrexp.commands._args import at_least
 from ocrexp.errors import OcrexpError
 from ocrexp.models.ensemble import VOTES
 
@@ -59,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--filter", metavar="EXPR", default=None,
                         help="take the --top K of the finished runs with a model that match this MLflow search "
                              "expression, as `ocrexp runs --filter` takes it")
-    parser.add_argument("--top", type=_at_least_two, metavar="K", default=None,
+    parser.add_argument("--top", type=at_least(2), metavar="K", default=None,
                         help="how many models --sweep or --filter take (alone: the experiment's K best runs)")
     parser.add_argument("--metric", metavar="NAME", default=None,
                         help=f"what ranks them, largest first (smallest for a *loss): default {TEST_METRIC}, and "
@@ -75,7 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--register-as", metavar="NAME", default=None,
                         help="register the ensemble's model as NAME (and its number reader as NAME-reader), "
                              "as tracking.register_as does")
-    parser.add_argument("--batch-size", type=_positive, default=256, metavar="N",
+    parser.add_argument("--batch-size", type=at_least(1), default=256, metavar="N",
                         help="test images per model call (default 256)")
     parser.add_argument("--tracking-uri", default=None,
                         help="store holding the runs, which records the new one (default: $MLFLOW_TRACKING_URI "
@@ -252,17 +253,3 @@ def test_and_record(cfg, ensemble, members: list, args: argparse.Namespace, uri:
         tracker.log_model(ensemble, x[:4], report["outputs"][:4], class_names=list(data.class_names),
                           pixel_scale=cfg.dataset.scale)
     return report, tracker.run_id, tracker.link, seconds_per_1000
-
-
-def _at_least_two(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be 2 or more, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value

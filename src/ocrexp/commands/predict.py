@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from ocrexp.commands._args import at_least
+
 EXIT_SOME_FAILED = 3
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp",
                             ".pgm", ".ppm", ".pbm", ".pnm"})
@@ -42,10 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>, "
                              "or a .keras/.h5 file")
     parser.add_argument("--json", action="store_true", help="print one JSON array with digits, boxes and errors")
-    parser.add_argument("--batch-size", type=_positive, default=256, metavar="N",
+    parser.add_argument("--batch-size", type=at_least(1), default=256, metavar="N",
                         help="digit images per model call (default 256)")
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into subdirectories")
-    parser.add_argument("--workers", type=_non_negative, default=None, metavar="N",
+    parser.add_argument("--workers", type=at_least(0), default=None, metavar="N",
                         help=f"processes decoding and segmenting images (default: one per core from "
                              f"{POOL_FROM} images on; 0: all in this process)")
     parser.add_argument("--tracking-uri", default=None,
@@ -162,18 +164,8 @@ def _emit(name: str, result, as_json: bool) -> dict:
     return {"path": name, **result.to_dict()}
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 class _ProgressBar:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from ocrexp.commands._args import at_least
 from ocrexp.commands._table import (ENTITY, Table, _write_csv, _write_json, diff_table, group_table, is_study, is_trial,
                                     render, render_diff, run_state, run_table, sweep_summary, trial_table)
 from ocrexp.errors import OcrexpError
@@ -57,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"metric columns (default {DEFAULT_METRICS})")
     parser.add_argument("--params", metavar="A,B", default="",
                         help="param columns, e.g. seed,optimizer.lr (default with --sweep: the swept params)")
-    parser.add_argument("--limit", type=_non_negative, default=None, metavar="N",
+    parser.add_argument("--limit", type=at_least(0), default=None, metavar="N",
                         help=f"rows to show, runs or groups (default {DEFAULT_LIMIT}, every trial with --sweep; "
                              "0: all)")
     parser.add_argument("--group-by", metavar="KEY", default=None,
@@ -297,10 +298,3 @@ def _names(text: str) -> list[str]:
 
 def _first_line(exc: Exception) -> str:
     return (getattr(exc, "message", None) or str(exc)).strip().splitlines()[0].rstrip(".")
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
