@@ -41,6 +41,19 @@ class Project:
 
         return mlflow.MlflowClient(self.tracking_uri)
 
+    def experiment(self, name: str = "ocrexp"):
+        """``(client, experiment id)``: the store migrated and experiment ``name`` created as ocrexp does,
+        its artifacts inside the throw-away root."""
+        import pytest
+
+        from ocrexp.tracking.store import ensure_store, get_experiment_id
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("OCREXP_ROOT", str(self.root))
+            ensure_store(self.tracking_uri)
+            client = self.client()
+            return client, get_experiment_id(client, name)
+
     def runs(self, experiment: str = "ocrexp"):
         client = self.client()
         exp = client.get_experiment_by_name(experiment)

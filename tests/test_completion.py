@@ -24,20 +24,12 @@ class Store:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
     """Four active runs (two share a name) and one deleted run, in the project's default store."""
-    import mlflow
-
-    from ocrexp.tracking.store import ensure_store, get_experiment_id
-
     project = Project(tmp_path_factory.mktemp("completion"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OCREXP_ROOT", str(project.root))
-        ensure_store(project.tracking_uri)
-        client = mlflow.MlflowClient(project.tracking_uri)
-        experiment = get_experiment_id(client, "ocrexp")
-        ids = {name: client.create_run(experiment, run_name=name).info.run_id for name in ("vgg16-mnist", "cnn_bn-mnist")}
-        shared = [client.create_run(experiment, run_name="cnn-mnist").info.run_id for _ in range(2)]
-        deleted = client.create_run(experiment, run_name="discarded").info.run_id
-        client.delete_run(deleted)
+    client, experiment = project.experiment()
+    ids = {name: client.create_run(experiment, run_name=name).info.run_id for name in ("vgg16-mnist", "cnn_bn-mnist")}
+    shared = [client.create_run(experiment, run_name="cnn-mnist").info.run_id for _ in range(2)]
+    deleted = client.create_run(experiment, run_name="discarded").info.run_id
+    client.delete_run(deleted)
     return Store(project, ids, shared, deleted)
 
 

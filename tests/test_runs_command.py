@@ -40,32 +40,24 @@ class Store:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
     """Six training runs (three names, seeds 1-3), a sweep parent, and one run in another experiment."""
-    import mlflow
-
-    from ocrexp.tracking.store import ensure_store, get_experiment_id
-
     project = Project(tmp_path_factory.mktemp("runs"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OCREXP_ROOT", str(project.root))  # artifact locations inside the throw-away root
-        ensure_store(project.tracking_uri)
-        client = mlflow.MlflowClient(project.tracking_uri)
-        experiment = get_experiment_id(client, "ocrexp")
-        ids = {}
-        for i, ((name, seed), accuracy) in enumerate(TEST_ACCURACY.items()):
-            run_id = client.create_run(experiment, run_name=name, start_time=START + i * 60_000).info.run_id
-            for key, value in {"seed": seed, "model.dropout": DROPOUT[name], "optimizer.lr": 0.001}.items():
-                client.log_param(run_id, key, str(value))
-            for key, value in {"test_accuracy": accuracy, "val_accuracy": accuracy - 0.002,
-                               "train_time_s": 40.0 + i, "test_loss": 0.03 + i / 100}.items():
-                client.log_metric(run_id, key, value)
-            client.set_terminated(run_id, "FINISHED")
-            ids[name, seed] = run_id
-        sweep_id = client.create_run(experiment, run_name="optuna-cnn_optuna-1a2b3c", tags={ROLE_TAG: STUDY_ROLE},
-                                     start_time=START + len(ids) * 60_000).info.run_id
-        for key, value in SWEEP.items():
-            client.log_metric(sweep_id, key, value)
-        other = get_experiment_id(client, "other")
-        client.create_run(other, run_name="elsewhere", start_time=START)
+    client, experiment = project.experiment()
+    ids = {}
+    for i, ((name, seed), accuracy) in enumerate(TEST_ACCURACY.items()):
+        run_id = client.create_run(experiment, run_name=name, start_time=START + i * 60_000).info.run_id
+        for key, value in {"seed": seed, "model.dropout": DROPOUT[name], "optimizer.lr": 0.001}.items():
+            client.log_param(run_id, key, str(value))
+        for key, value in {"test_accuracy": accuracy, "val_accuracy": accuracy - 0.002,
+                           "train_time_s": 40.0 + i, "test_loss": 0.03 + i / 100}.items():
+            client.log_metric(run_id, key, value)
+        client.set_terminated(run_id, "FINISHED")
+        ids[name, seed] = run_id
+    sweep_id = client.create_run(experiment, run_name="optuna-cnn_optuna-1a2b3c", tags={ROLE_TAG: STUDY_ROLE},
+                                 start_time=START + len(ids) * 60_000).info.run_id
+    for key, value in SWEEP.items():
+        client.log_metric(sweep_id, key, value)
+    other = project.experiment("other")[1]
+    client.create_run(other, run_name="elsewhere", start_time=START)
     return Store(project, ids, sweep_id)
 
 

@@ -60,76 +60,68 @@ class SweepStore:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> SweepStore:
     """Three studies' parent and trial runs tagged as the sweeper tags them, and plain runs."""
-    import mlflow
-
-    from ocrexp.tracking.store import ensure_store, get_experiment_id
-
     project = Project(tmp_path_factory.mktemp("sweeps"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OCREXP_ROOT", str(project.root))
-        ensure_store(project.tracking_uri)
-        client = mlflow.MlflowClient(project.tracking_uri)
-        experiment = get_experiment_id(client, "ocrexp")
-        clock = iter(range(START, START + 100 * 60_000, 60_000))
+    client, experiment = project.experiment()
+    clock = iter(range(START, START + 100 * 60_000, 60_000))
 
-        def create(name: str, status: str | None, tags: dict[str, str] | None = None, **params) -> str:
-            run_id = client.create_run(experiment, run_name=name, start_time=next(clock), tags=tags).info.run_id
-            for key, value in params.items():
-                client.log_param(run_id, key.replace("__", "."), str(value))
-            if status:
-                client.set_terminated(run_id, status)
-            return run_id
+    def create(name: str, status: str | None, tags: dict[str, str] | None = None, **params) -> str:
+        run_id = client.create_run(experiment, run_name=name, start_time=next(clock), tags=tags).info.run_id
+        for key, value in params.items():
+            client.log_param(run_id, key.replace("__", "."), str(value))
+        if status:
+            client.set_terminated(run_id, status)
+        return run_id
 
-        def parent(study: str, directions: str, metric: str, metrics: dict[str, float]) -> str:
-            run_id = create(f"optuna-{study}", None, {ROLE_TAG: STUDY_ROLE, STUDY_TAG: study})
-            for key, value in {"optuna.directions": directions, "optuna.metric": metric,
-                               "space.optimizer.lr": "log interval [1e-05, 0.01]",
-                               "space.model.dense_units": "choice of [32, 64]"}.items():
-                client.log_param(run_id, key, value)
-            for key, value in metrics.items():
-                client.log_metric(run_id, key, value)
-            return run_id
+    def parent(study: str, directions: str, metric: str, metrics: dict[str, float]) -> str:
+        run_id = create(f"optuna-{study}", None, {ROLE_TAG: STUDY_ROLE, STUDY_TAG: study})
+        for key, value in {"optuna.directions": directions, "optuna.metric": metric,
+                           "space.optimizer.lr": "log interval [1e-05, 0.01]",
+                           "space.model.dense_units": "choice of [32, 64]"}.items():
+            client.log_param(run_id, key, value)
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, value)
+        return run_id
 
-        def trial(study: str, parent_id: str | None, number: int, status: str, tag: str | None, epochs: int,
-                  metric: str, lr: float, final: dict[str, float]) -> str:
-            tags = {STUDY_TAG: study, NUMBER_TAG: str(number), **({PARENT_TAG: parent_id} if parent_id else {})}
-            run_id = create(f"trial-{number}", None, tags, optimizer__lr=lr, model__dense_units=64, seed=1)
-            for epoch in range(1, epochs + 1):
-                client.log_metric(run_id, "loss", 1 / epoch, step=epoch)
-                client.log_metric(run_id, metric, 0.5 + epoch / 20 if metric == "val_accuracy" else 1 / epoch,
-                                  step=epoch)
-            for key, value in final.items():
-                client.log_metric(run_id, key, value)
-            if tag:
-                client.set_tag(run_id, STATE_TAG, tag)
-            if status != "RUNNING":
-                client.set_terminated(run_id, status)
-            return run_id
+    def trial(study: str, parent_id: str | None, number: int, status: str, tag: str | None, epochs: int,
+              metric: str, lr: float, final: dict[str, float]) -> str:
+        tags = {STUDY_TAG: study, NUMBER_TAG: str(number), **({PARENT_TAG: parent_id} if parent_id else {})}
+        run_id = create(f"trial-{number}", None, tags, optimizer__lr=lr, model__dense_units=64, seed=1)
+        for epoch in range(1, epochs + 1):
+            client.log_metric(run_id, "loss", 1 / epoch, step=epoch)
+            client.log_metric(run_id, metric, 0.5 + epoch / 20 if metric == "val_accuracy" else 1 / epoch,
+                              step=epoch)
+        for key, value in final.items():
+            client.log_metric(run_id, key, value)
+        if tag:
+            client.set_tag(run_id, STATE_TAG, tag)
+        if status != "RUNNING":
+            client.set_terminated(run_id, status)
+        return run_id
 
-        plain = {"cnn-mnist": create("cnn-mnist", "FINISHED", test_accuracy=0.99),
-                 "broken": create("broken", "FAILED"), "stopped": create("stopped", "KILLED")}
-        parents, trials = {}, {}
-        parents[MAXIMIZE] = parent(MAXIMIZE, "maximize", "val_accuracy",
-                                   {"best_value": 0.97, "trials_complete": 2, "trials_pruned": 2, "trials_failed": 2})
-        for t in TRIALS:
-            final = {"test_accuracy": t.value - 0.01} if t.value else {}
-            trials[MAXIMIZE, t.number] = trial(MAXIMIZE, parents[MAXIMIZE], t.number, t.status, t.tag, t.epochs,
-                                               "val_accuracy", t.lr, final)
-            if t.value is not None:
-                client.log_metric(parents[MAXIMIZE], "trial_value", t.value, step=t.number)
-        parents[MINIMIZE] = parent(MINIMIZE, "minimize", "val_loss", {"best_value": 0.20, "trials_complete": 3})
-        for number, loss in LOSSES.items():
-            trials[MINIMIZE, number] = trial(MINIMIZE, parents[MINIMIZE], number, "FINISHED", "COMPLETE", 2,
-                                             "val_loss", 1e-3 * (number + 1), {})
-            client.log_metric(parents[MINIMIZE], "trial_value", loss, step=number)
-        client.set_terminated(parents[MINIMIZE], "FINISHED")
-        parents[TWO_OBJECTIVES] = parent(TWO_OBJECTIVES, "minimize,maximize", "val_loss,val_accuracy",
-                                         {"trials_complete": 2})
-        for number in (0, 1):
-            trials[TWO_OBJECTIVES, number] = trial(TWO_OBJECTIVES, parents[TWO_OBJECTIVES], number, "FINISHED",
-                                                   "COMPLETE", 2, "val_loss", 1e-3, {})
-        client.set_terminated(parents[TWO_OBJECTIVES], "FINISHED")
-        lost = trial("no-parent-dddd4444", None, 0, "FINISHED", "COMPLETE", 1, "val_accuracy", 1e-3, {})
+    plain = {"cnn-mnist": create("cnn-mnist", "FINISHED", test_accuracy=0.99),
+             "broken": create("broken", "FAILED"), "stopped": create("stopped", "KILLED")}
+    parents, trials = {}, {}
+    parents[MAXIMIZE] = parent(MAXIMIZE, "maximize", "val_accuracy",
+                               {"best_value": 0.97, "trials_complete": 2, "trials_pruned": 2, "trials_failed": 2})
+    for t in TRIALS:
+        final = {"test_accuracy": t.value - 0.01} if t.value else {}
+        trials[MAXIMIZE, t.number] = trial(MAXIMIZE, parents[MAXIMIZE], t.number, t.status, t.tag, t.epochs,
+                                           "val_accuracy", t.lr, final)
+        if t.value is not None:
+            client.log_metric(parents[MAXIMIZE], "trial_value", t.value, step=t.number)
+    parents[MINIMIZE] = parent(MINIMIZE, "minimize", "val_loss", {"best_value": 0.20, "trials_complete": 3})
+    for number, loss in LOSSES.items():
+        trials[MINIMIZE, number] = trial(MINIMIZE, parents[MINIMIZE], number, "FINISHED", "COMPLETE", 2,
+                                         "val_loss", 1e-3 * (number + 1), {})
+        client.log_metric(parents[MINIMIZE], "trial_value", loss, step=number)
+    client.set_terminated(parents[MINIMIZE], "FINISHED")
+    parents[TWO_OBJECTIVES] = parent(TWO_OBJECTIVES, "minimize,maximize", "val_loss,val_accuracy",
+                                     {"trials_complete": 2})
+    for number in (0, 1):
+        trials[TWO_OBJECTIVES, number] = trial(TWO_OBJECTIVES, parents[TWO_OBJECTIVES], number, "FINISHED",
+                                               "COMPLETE", 2, "val_loss", 1e-3, {})
+    client.set_terminated(parents[TWO_OBJECTIVES], "FINISHED")
+    lost = trial("no-parent-dddd4444", None, 0, "FINISHED", "COMPLETE", 1, "val_accuracy", 1e-3, {})
     return SweepStore(project, parents, trials, plain, lost)
 
 
