@@ -67,6 +67,21 @@ def wait_until(condition, timeout: float) -> bool:
     return True
 
 
+def wait_answering(proc: subprocess.Popen, url: str, output, timeout: float = 120) -> None:
+    """Return once ``url`` answers 200; fail with ``output()`` (the server's log) if ``proc`` exits or
+    ``timeout`` passes first."""
+
+    def answers() -> bool:
+        assert proc.poll() is None, f"{' '.join(map(str, proc.args[:2]))} exited {proc.returncode}\n{output()}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    assert wait_until(answers, timeout=timeout), f"no answer from {url}\n{output()}"
+
+
 def assert_stops_cleanly(proc: subprocess.Popen, sig: int, server_sid: int, port: int | None = None) -> None:
     """Send ``sig`` to the ocrexp process only; it must exit 0 and take its server's session with it."""
     assert session_members(server_sid), "the server was not running before the signal"
@@ -106,16 +121,8 @@ def server_starter(command: str, ready_path: str):
         def output() -> str:
             return err.read_text()[-3000:] + (log.read_text()[-3000:] if log.exists() else "")
 
-        def answers() -> bool:
-            assert proc.poll() is None, f"ocrexp {command} exited {proc.returncode}\n{output()}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=5) as resp:
-                    return resp.status == 200
-            except OSError:
-                return False
-
         try:
-            assert wait_until(answers, timeout=120), f"no answer on port {port}\n{output()}"
+            wait_answering(proc, f"http://127.0.0.1:{port}{ready_path}", output)
             (server_pid,) = children(proc.pid)
         except BaseException:
             for server_pid in children(proc.pid):
@@ -163,17 +170,8 @@ def start_mlflow_server(base: Path, backend_uri: str | None = None) -> TrackingS
                                  "--serve-artifacts", "--artifacts-destination", str(base / "artifacts")],
                                 cwd=base, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = TrackingServer(f"http://127.0.0.1:{port}", proc, log)
-
-    def answers() -> bool:
-        assert proc.poll() is None, f"mlflow server exited {proc.returncode}\n{log.read_text()[-3000:]}"
-        try:
-            with urllib.request.urlopen(f"{server.uri}/health", timeout=5) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
     try:
-        assert wait_until(answers, timeout=120), f"no answer on port {port}\n{log.read_text()[-3000:]}"
+        wait_answering(proc, f"{server.uri}/health", lambda: log.read_text()[-3000:])
     except BaseException:
         stop_mlflow_server(server)
         raise
