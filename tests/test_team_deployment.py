@@ -14,9 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.project import BIN
 from tests.servers import start_mlflow_server, stop_mlflow_server, wait_until
+from tests.test_browser import browser, row_of, shoot, text_is, visible  # noqa: F401  (browser: the fixture)
 from tests.test_checkpoints_on_server import env, machine
 from tests.test_sweeper import postgres_url  # noqa: F401  (the fixture: a throw-away PostgreSQL server)
 from tests.toy_sweep import kill_group
@@ -38,7 +41,7 @@ def create_database(url: str, name: str) -> str:
 
 
 def test_two_workers_on_one_postgresql_study_and_one_tracking_server_run_each_trial_once(
-        tmp_path, shared_data_dir, postgres_url):  # noqa: F811
+        tmp_path, shared_data_dir, postgres_url, browser):  # noqa: F811
     import mlflow
     import optuna
 
@@ -104,8 +107,36 @@ def test_two_workers_on_one_postgresql_study_and_one_tracking_server_run_each_tr
         read = third.run("ocrexp", "predict", "--model", f"runs:/{prefix}/model", "--json", str(image),
                          **env(third, server.uri)).stdout
         assert len(json.loads(read)) == 1, read
+        ui_shows_the_sweep_and_a_trials_confusion_matrix(browser, server.uri, client, trial_runs, best, tmp_path)
     finally:
         stop_mlflow_server(server)
+
+
+def ui_shows_the_sweep_and_a_trials_confusion_matrix(driver, uri: str, client, trial_runs, best, tmp_path) -> None:
+    """The tracking server's own MLflow UI, as a teammate opens it: the study's parent run with its
+    trials nested under it, and a trial's confusion matrix served from the server's artifacts."""
+    from PIL import Image
+
+    experiment_id = best.info.experiment_id
+    driver.get(f"{uri}/#/experiments/{experiment_id}?workflowType=machine_learning")
+    (parent_id,) = {r.data.tags["mlflow.parentRunId"] for r in trial_runs}
+    parent = client.get_run(parent_id)
+    parent_row = row_of(visible(driver, f"//a[{text_is(parent.info.run_name)}]"))
+    assert parent_row.get_attribute("row-id") == parent_id
+    parent_row.find_element(By.TAG_NAME, "button").click()  # unfold the sweep: its trials are nested runs
+    for run in trial_runs:
+        assert row_of(visible(driver, f"//a[{text_is(run.info.run_name)}]")).get_attribute("row-id") == run.info.run_id
+    shoot(driver, "team-1-runs")
+
+    driver.get(f"{uri}/#/experiments/{experiment_id}/runs/{best.info.run_id}/artifacts/plots/confusion_matrix.png")
+    image = visible(driver, "//img[@alt='plots/confusion_matrix.png']")
+    size = WebDriverWait(driver, 60).until(
+        lambda d: image.get_property("complete") and image.get_property("naturalWidth"),
+        "the confusion matrix did not load from the server")
+    local = client.download_artifacts(best.info.run_id, "plots/confusion_matrix.png", str(tmp_path))
+    with Image.open(local) as png:
+        assert (size, image.get_property("naturalHeight")) == png.size
+    shoot(driver, "team-2-confusion-matrix")
 
 
 def parent_ready(client) -> bool:
