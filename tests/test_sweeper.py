@@ -234,6 +234,26 @@ def test_a_trial_is_never_pruned_after_its_last_epoch_and_a_resumed_one_replays_
     assert study.trials[0].intermediate_values == {1: 0.2, 2: 0.5, 3: 0.5, 4: 0.6}
 
 
+def test_a_study_storage_that_stops_answering_interrupts_the_job_instead_of_failing_its_trial(tmp_path):
+    # Interrupted, the job's run ends KILLED and keeps its checkpoint (ocrexp.train), so the trial's
+    # retry goes on from its last epoch once the storage is back.
+    import optuna
+
+    from ocrexp.pruning import TrialReporter, open_storage
+    from ocrexp.sweep_protocol import JobInterrupted, TrialEnded
+
+    db = tmp_path / "study.db"
+    study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{db}"), direction="maximize")
+    reporter = TrialReporter(f"sqlite:///{db}", "s", study.ask()._trial_id)
+    reporter.report(1, 0.3)
+    with open(db, "r+b") as f:  # the database goes away: its file is no database any more
+        f.write(b"gone" * 1024)
+    with pytest.raises(JobInterrupted, match=r"^the study's storage stopped answering \(.+\); the trial's "
+                                             r"checkpoint is kept for its retry$") as stopped:
+        reporter.report(2, 0.4)
+    assert not isinstance(stopped.value, TrialEnded)
+
+
 @pytest.mark.slow
 def test_a_job_whose_trial_the_sweep_ended_stops_and_its_run_ends_killed_saying_why(tmp_path):
     # A sweep that took the job for a dead one (or was interrupted) has failed the trial and queued

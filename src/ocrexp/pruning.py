@@ -9,6 +9,7 @@ is built.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ocrexp.errors import ConfigError
-from ocrexp.sweep_protocol import FAIL_REASON, PRUNER_ATTR, RETRY_OF, TrialEnded, TrialJob
+from ocrexp.sweep_protocol import (FAIL_REASON, PRUNER_ATTR, RETRY_OF, JobInterrupted, TrialEnded, TrialJob,
+                                   storage_failed)
 
 PRUNERS = {
     "hyperband": "optuna.pruners.HyperbandPruner",
@@ -143,12 +145,27 @@ class TrialReporter:
         from optuna.exceptions import UpdateFinishedTrialError
 
         try:
-            self.trial.report(self.best, step)
+            with self._storage_answering():
+                self.trial.report(self.best, step)
         except UpdateFinishedTrialError:
             trial = self.storage.get_trial(self.trial_id)
             reason = trial.user_attrs.get(FAIL_REASON)
             raise TrialEnded(f"the sweep ended trial {trial.number} ({trial.state.name}"
                              f"{': ' + reason if reason else ''}) while this job trained it") from None
+
+    @contextlib.contextmanager
+    def _storage_answering(self):
+        """A study storage that stops answering interrupts the job rather than failing its trial: the run
+        ends KILLED and keeps its checkpoint, so that the trial's retry (the sweep's same command, once
+        the storage is back) goes on from the last epoch instead of the first."""
+        try:
+            yield
+        except Exception as exc:
+            if not storage_failed(exc):
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise JobInterrupted(f"the study's storage stopped answering ({first}); the trial's checkpoint "
+                                 "is kept for its retry") from None
 
     def report(self, step: int, value: float, last: bool = False) -> None:
         """Record ``value`` after ``step`` epochs; raise ``optuna.TrialPruned`` if the pruner says so.
@@ -161,7 +178,11 @@ class TrialReporter:
             return  # a NaN loss is the training loop's failure to report, not a pruning signal
         self._keep_best(value)
         self._report(step)
-        if not last and self.trial.should_prune():
+        if last:
+            return
+        with self._storage_answering():
+            prune = self.trial.should_prune()
+        if prune:
             raise optuna.TrialPruned(f"pruned after epoch {step}: best {self.monitor} {self.best:.4f}")
 
 

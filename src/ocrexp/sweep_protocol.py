@@ -103,6 +103,20 @@ class TrialJob:
         return tags
 
 
+def storage_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` says the study's storage stopped answering (its database went away), rather
+    than a bug of the sweep or the job."""
+    import optuna
+
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        return True
+    try:
+        from sqlalchemy.exc import OperationalError
+    except ImportError:
+        return False
+    return isinstance(exc, OperationalError)
+
+
 class JobInterrupted(Exception):
     """A sweep job stopped by Ctrl-C or SIGTERM after its run ended as KILLED. Raised instead of
     KeyboardInterrupt, which joblib answers by ending every worker, the other jobs' mid-cleanup too;

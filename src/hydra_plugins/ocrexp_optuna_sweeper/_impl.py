@@ -21,7 +21,7 @@ from omegaconf import DictConfig, open_dict, read_write
 from ocrexp import paths, processes
 from ocrexp.config import plain
 from ocrexp.errors import Terminated
-from ocrexp.sweep_protocol import FAIL_KIND, FAIL_REASON, TrialJob, redact
+from ocrexp.sweep_protocol import FAIL_KIND, FAIL_REASON, TrialJob, redact, storage_failed
 
 from . import _sampler, _search_space, _study
 from ._custom_space import CustomSpace
@@ -114,7 +114,7 @@ class OptunaSweeperImpl:
             raise SystemExit(143 if isinstance(exc, Terminated) else 130) from None
         except BaseException as exc:
             status = "FAILED"
-            if not _storage_failed(exc):
+            if not storage_failed(exc):
                 raise
             lost = exc
         finally:
@@ -122,7 +122,7 @@ class OptunaSweeperImpl:
             try:
                 self._finish(loop.stop_reason, status)
             except Exception as exc:  # with the storage gone, the results file and parent run wait for the rerun
-                if lost is None and not _storage_failed(exc):
+                if lost is None and not storage_failed(exc):
                     raise
                 lost = lost or exc
         if lost is not None:
@@ -364,17 +364,6 @@ def _interrupt_children() -> None:
             continue
 
 
-def _storage_failed(exc: BaseException) -> bool:
-    """Whether the study's storage stopped answering (a database gone away), not the sweep's own bug."""
-    import optuna
-
-    if isinstance(exc, optuna.exceptions.StorageInternalError):
-        return True
-    try:
-        from sqlalchemy.exc import OperationalError
-    except ImportError:
-        return False
-    return isinstance(exc, OperationalError)
 
 
 def _first_line(exc: BaseException) -> str:
