@@ -29,6 +29,7 @@ from hydra_plugins.ocrexp_optuna_sweeper._sampler import make_sampler
 from hydra_plugins.ocrexp_optuna_sweeper._study import check_pruner
 from ocrexp.config import compose
 from ocrexp.pruning import make_pruner
+from ocrexp.sweep_protocol import FAIL_KIND, RETRY_OF
 from tests.system_packages import require
 from tests.toy_sweep import by_state, events, kill_group, load_study, start_sweep, sweep
 
@@ -232,6 +233,22 @@ def test_a_trial_is_never_pruned_after_its_last_epoch_and_a_resumed_one_replays_
     with pytest.raises(optuna.TrialPruned, match="pruned after epoch 3"):
         TrialReporter(url, "s", study.ask()._trial_id).report(3, 0.9)
     assert study.trials[0].intermediate_values == {1: 0.2, 2: 0.5, 3: 0.5, 4: 0.6}
+
+
+def test_a_job_killed_without_a_result_is_queued_again_once_and_the_sweep_goes_on(app, tmp_path):
+    out = sweep(app, tmp_path, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "die_at=1")
+    study = load_study(tmp_path)
+    states = by_state(study)
+    assert len(states["COMPLETE"]) == 4, out[-4000:]
+    # joblib ends every job of a pool one of whose workers died: the other running trial is lost too.
+    lost = {t.number: t for t in states.get("FAIL", []) if t.user_attrs[FAIL_KIND] == "lost"}
+    assert 1 in lost and len(states.get("FAIL", [])) == len(lost), out[-4000:]
+    for number, trial in lost.items():
+        (retry,) = [t for t in states["COMPLETE"] if t.user_attrs.get(RETRY_OF) == number]
+        assert retry.params == trial.params
+        assert f"trial {number}: its job ended without a result (TerminatedWorkerError: " in out
+        assert f"queued again as trial {retry.number}" in out
+    assert "Traceback" not in out
 
 
 def test_a_study_storage_that_stops_answering_interrupts_the_job_instead_of_failing_its_trial(tmp_path):

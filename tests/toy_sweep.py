@@ -29,7 +29,7 @@ def write_app(folder: Path) -> Path:
 
 
 APP = '''
-import json, os, time
+import json, os, signal, time
 import hydra
 from ocrexp.pruning import trial_reporter
 from ocrexp.sweep_protocol import TrialJob
@@ -64,6 +64,8 @@ def main(cfg) -> float:
         released = wait_for(lambda: sum(e["number"] != number for e in lines("EVENTS_FILE")) >= cfg.wait_for_others)
     if cfg.rendezvous:  # every trial waits until trials run in this many processes at once
         released = wait_for(lambda: len({e["pid"] for e in lines("EVENTS_STARTS")}) >= cfg.rendezvous, 30.0)
+    if number == cfg.die_at:  # the job's process is killed (out of memory, its machine lost)
+        os.kill(os.getpid(), signal.SIGKILL)
     if number == cfg.break_storage_at:  # the study's database goes away: its file is no database any more
         with open(job.storage.removeprefix("sqlite:///"), "r+b") as db:
             db.write(b"gone" * 1024)
@@ -101,6 +103,7 @@ wait_for_others: 0
 rendezvous: 0
 objectives: 1
 break_storage_at: null
+die_at: null
 optimized_metric: score
 hydra:
   sweep:

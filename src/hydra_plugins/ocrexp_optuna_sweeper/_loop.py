@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocrexp.compat.hydra import job_failure
-from ocrexp.sweep_protocol import FAIL_KIND, FAIL_REASON, JobInterrupted, is_pruned
+from ocrexp.sweep_protocol import FAIL_KIND, FAIL_REASON, RETRY_OF, JobInterrupted, is_pruned
 
 from ._resume import Ownership, mark_failed
 from ._search_space import SearchSpace, format_value, quote
@@ -199,6 +199,19 @@ class TrialLoop:
                 self.interrupted.append(trial.number)
             self.ownership.release(trial)
 
+    def _fail_lost(self, trial: Any, exc: BaseException) -> None:
+        """The job's process died without a result (killed, out of memory, its node lost): not the
+        trial's own failure, so it is queued again, once; the retry goes on from its checkpoint."""
+        reason = f"its job ended without a result ({type(exc).__name__}: {_first_sentence(exc)})"
+        with self._lock:
+            retry = mark_failed(self.study, self.ownership.storage, trial, "lost", reason, requeue=True)
+            self.ownership.release(trial)
+        if retry is not False:
+            log.warning("trial %d: %s; %s", trial.number, reason,
+                        f"queued again as trial {retry}" if retry is not None else "not queued again")
+        with self._wake:
+            self._wake.notify_all()
+
     def _run_trial(self, trial: Any) -> None:
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
@@ -214,7 +227,10 @@ class TrialLoop:
             try:
                 ret = self.launch(self.overrides(trial), trial.number)
                 outcome = outcome_of(ret, self.n_values)
-            except Exception as exc:  # the launcher itself failed (e.g. its worker process died)
+            except Exception as exc:  # the launcher itself failed
+                if worker_lost(exc) and self.requeue and RETRY_OF not in trial.user_attrs:
+                    self._fail_lost(trial, exc)
+                    return
                 outcome = Outcome("FAIL", reason=f"the launcher failed: {type(exc).__name__}: {exc}")
             else:
                 if isinstance(job_failure(ret), JobInterrupted):  # as on Ctrl-C in the sweep
@@ -260,3 +276,25 @@ def format_values(values: list[float] | None) -> str:
     if not values:
         return "-"
     return ", ".join(format_value(float(f"{v:.6g}")) for v in values)
+
+
+def worker_lost(exc: BaseException) -> bool:
+    """Whether a launcher's error says the job's process died without a result: joblib's worker
+    process was killed (``TerminatedWorkerError``), or a submitit job (SLURM) ended without one
+    (``UncompletedJobError``: cancelled by force, out of memory, its node failed)."""
+    kinds: list[type] = []
+    try:
+        from joblib.externals.loky.process_executor import TerminatedWorkerError
+        kinds.append(TerminatedWorkerError)
+    except ImportError:
+        pass
+    try:
+        from submitit.core.utils import UncompletedJobError
+        kinds.append(UncompletedJobError)
+    except ImportError:
+        pass
+    return isinstance(exc, tuple(kinds))
+
+
+def _first_sentence(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")[:300]
