@@ -8,7 +8,9 @@ SLURM's daemons cannot start on every machine that can install them.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 from datetime import datetime
@@ -131,3 +133,42 @@ def test_scancel_of_a_trial_ends_its_run_killed_and_the_sweep_runs_the_trial_aga
     jobs = slurm_jobs(project)
     assert jobs[cancelled]["State"].startswith("CANCELLED"), jobs
     assert [j["State"] for job, j in jobs.items() if job != cancelled] == ["COMPLETED"], jobs
+
+
+def test_a_trial_job_killed_outright_is_queued_again_and_its_run_closed_as_failed(slurm, project, mnist):
+    # SIGKILL to the job's training process, as the out-of-memory killer sends it: no result, no chance
+    # to end its run. The sweep queues the trial again; the next run closes the dead one.
+    from ocrexp.tracking.store import ensure_store
+    from tests.project import BIN
+
+    ensure_store(project.tracking_uri)
+    sweep = subprocess.Popen([str(BIN / SWEEP[0]), *SWEEP[1:], "trainer.epochs=10", "hydra.sweeper.n_trials=1",
+                              "hydra.sweeper.n_jobs=1"],
+                             cwd=project.root, env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.time() + 240
+        running = []
+        while time.time() < deadline and sweep.poll() is None and not running:
+            running = [r for r in project.runs() if r.info.status == "RUNNING" and "val_accuracy" in r.data.metrics]
+            time.sleep(0.5)
+        (killed,) = slurm_jobs(project)
+        os.kill(int(running[0].data.tags["ocrexp.pid"]), signal.SIGKILL)
+        out, err = sweep.communicate(timeout=480)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 0, out[-3000:] + err[-3000:]
+    assert "trial 0: its job ended without a result (UncompletedJobError: " in out + err, out[-3000:] + err[-3000:]
+
+    counts = results(project)["counts"]
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 1 and counts["FAIL"] == 1, counts
+    trials = sorted((r for r in project.runs() if "optuna.trial_number" in r.data.tags),
+                    key=lambda r: int(r.data.tags["optuna.trial_number"]))
+    assert [r.info.status for r in trials] == ["FAILED", "FINISHED"]
+    assert "the process died" in trials[0].data.tags["ocrexp.error"]
+    assert trials[0].data.params == trials[1].data.params  # the same trial, queued again
+    assert trials[1].data.tags["ocrexp.resumed_from"] == trials[0].info.run_id  # from its checkpoint
+    assert int(trials[1].data.tags["ocrexp.resumed_at_epoch"]) >= 2
+    jobs = slurm_jobs(project)
+    assert jobs[killed]["State"] != "COMPLETED" and len(jobs) == 2, jobs
+
